@@ -1,0 +1,193 @@
+"""Strict construction of frozen dataclasses from TOML/JSON mappings.
+
+Configuration and manifests are frozen dataclasses that validate their own
+values in ``__post_init__``.  This module turns plain mappings (parsed TOML or
+JSON) into those dataclasses, refusing unknown keys and wrong types with an
+error that names the full key path.  Nothing is coerced silently: ``"3"`` is
+not an int and ``true`` is not a number; the only widening is int -> float,
+because TOML and JSON writers drop the ``.0`` of whole floats.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+from edge_mer.errors import ConfigError
+
+T = TypeVar("T")
+
+_NoneType = type(None)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if tp is _NoneType:
+        return "nothing"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    if origin in (tuple, list):
+        return "an array"
+    if origin is dict:
+        return "a table"
+    if isinstance(tp, type):
+        return {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false",
+                "Path": "a path string"}.get(tp.__name__, tp.__name__)
+    return str(tp)
+
+
+def _fail(where: str, expected: Any, value: Any) -> ConfigError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return ConfigError(f"{where or 'value'}: expected {_describe(expected)}, got {shown}")
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return the typed value."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}:
+            return value
+        raise _fail(where, tp, value)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and _NoneType in args:
+            return None
+        for arg in args:
+            if arg is _NoneType:
+                continue
+            try:
+                return _convert(arg, value, where)
+            except ConfigError:
+                if len([a for a in args if a is not _NoneType]) == 1:
+                    raise
+        raise _fail(where, tp, value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(where, tp, value)
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected an array of {len(args)} items, got {len(value)}")
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(where, tp, value)
+        key_tp, val_tp = typing.get_args(tp)
+        return {_convert(key_tp, k, f"{where}"): _convert(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _fail(where, tp, value)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _fail(where, tp, value)
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise _fail(where, tp, value)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in tp)
+            raise ConfigError(f"{where}: expected one of {choices}, got {value!r}") from None
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise _fail(where, tp, value)
+    raise TypeError(f"unsupported annotation {tp!r} at {where}")  # a programming error, not user input
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from a mapping, strictly.
+
+    Unknown keys, missing required keys and wrong types raise
+    :class:`ConfigError` naming the dotted key path; value checks in the
+    dataclass' ``__post_init__`` (which raise ``ValueError``) are re-raised as
+    :class:`ConfigError` prefixed with the path of the table.
+    """
+    if not isinstance(data, dict):
+        raise _fail(where, cls, data)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!s} (known keys here: {known})")
+    hints = _hints(cls)
+    kwargs = {}
+    for name, field in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], key)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key {key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        if where and not str(exc).startswith(where):
+            raise ConfigError(f"{where}: {exc}") from None
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def load_toml(cls: type[T], path: str | Path) -> T:
+    """Read a TOML file into the dataclass ``cls`` (see :func:`from_dict`)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return from_dict(cls, data)
+
+
+def to_dict(obj: Any) -> Any:
+    """Turn a dataclass tree into JSON/TOML-ready builtins (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    return obj
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds.
+
+    Used by ``__post_init__`` validators; unlike ``assert`` it survives ``-O``.
+    """
+    if not condition:
+        raise ConfigError(message)
