@@ -37,3 +37,56 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def shared_dir() -> Path:
     """The ../shared directory beside the project (tests using it carry the ``shared`` marker)."""
     return SHARED
+
+
+def make_face_model(path: Path, classes: int = 7, seed: int = 0) -> Path:
+    """A tiny real ONNX classifier with the face encoder's signature: [N,1,64,64] -> softmax [N,classes]."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array(rng.normal(size=(1, classes)).astype(np.float32), "W")
+    bias = numpy_helper.from_array(rng.normal(size=(classes,)).astype(np.float32), "B")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input_1"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_face",
+        [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["N", 1, 64, 64])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", classes])],
+        initializer=[weight, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path: Path) -> Path:
+    """A valid one-encoder bundle directory written through the package's own writer."""
+    from edge_mer.bundle.labels import CANONICAL_LABELS
+    from edge_mer.bundle.schema import FORMAT, AffectSpace, EncoderSpec, FusionSpec, Manifest, Provenance, TensorInfo
+    from edge_mer.bundle.writer import file_entry, write_manifest
+    from edge_mer.preprocess.face import FaceParams
+
+    root = tmp_path / "bundle"
+    make_face_model(root / "face" / "model.onnx")
+    labels = CANONICAL_LABELS
+    spec = EncoderSpec(
+        modality="face",
+        models={"fp32": file_entry(root, "face/model.onnx")},
+        inputs=(TensorInfo("input_1", ("N", 1, 64, 64), layout="NCHW"),),
+        outputs=(TensorInfo("probs", ("N", 7), kind="probs", labels=labels),),
+        preprocessing=FaceParams(),
+        label_map={label: label for label in labels},
+        provenance=Provenance(source="generated in tests", training_data="none", licence="MIT"))
+    affect = AffectSpace({label: (0.0, 0.0) for label in labels}, source="test")
+    write_manifest(root, Manifest(FORMAT, "tiny", "0.0.1", {"face": spec}, affect,
+                                  FusionSpec(weights={"face": 1.0})))
+    return root

@@ -1,0 +1,41 @@
+"""Labelled, preprocessed samples and their batching into feed dicts.
+
+Readers yield :class:`Sample` objects whose arrays come from the runtime's
+own preprocessing; :func:`batched_feeds` turns them into the plain feed
+dicts that calibrators and evaluators consume.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_mer.errors import InputError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One model-ready input (no batch axis), its label (canonical name or None) and where it came from."""
+
+    array: np.ndarray
+    label: str | None
+    source: str
+
+
+def batched_feeds(samples: Iterable[Sample], input_name: str, batch_size: int = 32
+                  ) -> Iterator[tuple[dict[str, np.ndarray], list[Sample]]]:
+    """Stack samples of equal shape into ``({input_name: batch}, samples)`` pairs."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    pending: list[Sample] = []
+    for sample in samples:
+        if pending and sample.array.shape != pending[0].array.shape:
+            yield {input_name: np.stack([s.array for s in pending])}, pending
+            pending = []
+        pending.append(sample)
+        if len(pending) == batch_size:
+            yield {input_name: np.stack([s.array for s in pending])}, pending
+            pending = []
+    if pending:
+        yield {input_name: np.stack([s.array for s in pending])}, pending

@@ -1,0 +1,214 @@
+"""The bundle manifest (``manifest.json``, format ``edge-mer-bundle/1``) as frozen dataclasses.
+
+Every check that needs only the manifest lives here; checks against files on
+disk (presence, sha256, ONNX signatures) live in :mod:`edge_mer.bundle.loader`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Literal
+
+import numpy as np
+
+from edge_mer.bundle.labels import CANONICAL_LABELS
+from edge_mer.config import require
+from edge_mer.preprocess.audio import AudioParams
+from edge_mer.preprocess.eeg import EegParams
+from edge_mer.preprocess.face import FaceParams
+
+FORMAT = "edge-mer-bundle/1"
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+MODALITIES: tuple[str, ...] = ("face", "speech", "eeg")
+_PARAMS_BY_MODALITY = {"face": FaceParams, "speech": AudioParams, "eeg": EegParams}
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+
+Modality = Literal["face", "speech", "eeg"]
+Precision = Literal["fp32", "fp16", "int8"]
+OutputKind = Literal["probs", "logits", "valence_arousal", "embedding"]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file inside the bundle, by relative POSIX path, with its sha256."""
+
+    path: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        pure = PurePosixPath(self.path)
+        require(bool(self.path) and not pure.is_absolute() and ".." not in pure.parts,
+                f"path {self.path!r} must be relative to the bundle directory, without '..'")
+        require(bool(_HEX64.match(self.sha256)), f"sha256 of {self.path} must be 64 lowercase hex digits")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """An input or output tensor: ints are fixed sizes, strings name dynamic axes."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+    layout: str | None = None
+    kind: OutputKind | None = None
+    labels: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        require(bool(self.name), "tensor name must not be empty")
+        require(self.dtype in _DTYPES, f"tensor {self.name}: dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}")
+        for d in self.shape:
+            require((isinstance(d, int) and d > 0) or (isinstance(d, str) and d != ""),
+                    f"tensor {self.name}: dimension {d!r} must be a positive int or a dynamic axis name")
+        if self.layout is not None:
+            require(len(self.layout) == len(self.shape),
+                    f"tensor {self.name}: layout {self.layout!r} has {len(self.layout)} letters for rank {len(self.shape)}")
+        if self.kind in ("probs", "logits"):
+            require(len(self.labels) > 0, f"output {self.name}: kind {self.kind} needs its class labels")
+            last = self.shape[-1] if self.shape else None
+            require(not isinstance(last, int) or last == len(self.labels),
+                    f"output {self.name}: {len(self.labels)} labels for a last dimension of {last}")
+        if self.kind == "valence_arousal":
+            require(bool(self.shape) and self.shape[-1] == 2, f"output {self.name}: valence_arousal needs last dimension 2")
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A measured figure, with the data and split it was measured on."""
+
+    name: str
+    value: float
+    dataset: str
+    split: str
+    n: int | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a model came from: source, training data, licence."""
+
+    source: str
+    training_data: str
+    licence: str
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One modality encoder: files per precision, tensors, preprocessing, labels, provenance."""
+
+    modality: Modality
+    models: dict[str, FileEntry]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    preprocessing: FaceParams | AudioParams | EegParams
+    label_map: dict[str, str]
+    provenance: Provenance
+    metrics: tuple[Metric, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        require("fp32" in self.models, "models needs an fp32 entry (other precisions are optional)")
+        for precision in self.models:
+            require(precision in PRECISIONS, f"models.{precision}: precision must be one of {', '.join(PRECISIONS)}")
+        expected = _PARAMS_BY_MODALITY[self.modality]
+        require(isinstance(self.preprocessing, expected),
+                f"preprocessing for modality {self.modality} must be {expected.__name__} fields")
+        require(len(self.inputs) > 0 and len(self.outputs) > 0, "an encoder needs at least one input and one output")
+        for label in self.labels:
+            require(label in self.label_map, f"label_map lacks the model label {label!r}")
+        for source, target in self.label_map.items():
+            require(target in CANONICAL_LABELS or target == source,
+                    f"label_map.{source} = {target!r}: expected a canonical label "
+                    f"({', '.join(CANONICAL_LABELS)}) or {source!r} itself")
+
+    @property
+    def class_output(self) -> TensorInfo | None:
+        """The probs/logits output, if the encoder has one."""
+        return next((o for o in self.outputs if o.kind in ("probs", "logits")), None)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        out = self.class_output
+        return out.labels if out is not None else ()
+
+
+@dataclass(frozen=True)
+class AffectSpace:
+    """Valence/arousal coordinates in [-1, 1] for every label decisions can carry."""
+
+    valence_arousal: dict[str, tuple[float, float]]
+    source: str
+
+    def __post_init__(self) -> None:
+        missing = [label for label in CANONICAL_LABELS if label not in self.valence_arousal]
+        require(not missing, f"valence_arousal lacks canonical labels {missing}")
+        for label, (v, a) in self.valence_arousal.items():
+            require(-1.0 <= v <= 1.0 and -1.0 <= a <= 1.0, f"valence_arousal.{label} = {[v, a]} must lie in [-1, 1]")
+
+
+@dataclass(frozen=True)
+class FusionHead:
+    """A learned fusion model over per-modality outputs (ONNX, quantizable like encoders)."""
+
+    models: dict[str, FileEntry]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+    def __post_init__(self) -> None:
+        require("fp32" in self.models, "fusion head models needs an fp32 entry")
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """How the daemon fuses encoder results: the rule, per-encoder weights, smoothing."""
+
+    rule: Literal["weighted_mean", "log_linear", "learned"] = "weighted_mean"
+    weights: dict[str, float] = field(default_factory=dict)
+    smoothing_half_life_s: float = 1.0
+    head: FusionHead | None = None
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        for name, w in self.weights.items():
+            require(w >= 0.0, f"weights.{name} must be >= 0, got {w}")
+        require(self.smoothing_half_life_s >= 0.0,
+                f"smoothing_half_life_s must be >= 0, got {self.smoothing_half_life_s}")
+        require(self.rule != "learned" or self.head is not None, "rule 'learned' needs a head")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The whole bundle manifest."""
+
+    format: str
+    name: str
+    version: str
+    encoders: dict[str, EncoderSpec]
+    affect: AffectSpace
+    fusion: FusionSpec = field(default_factory=FusionSpec)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        require(self.format == FORMAT, f"format {self.format!r} is not supported (this edge-mer reads {FORMAT})")
+        require(len(self.encoders) > 0, "a bundle needs at least one encoder")
+        for name, encoder in self.encoders.items():
+            for target in set(encoder.label_map.values()):
+                require(target in self.affect.valence_arousal,
+                        f"encoders.{name}: label {target!r} has no affect.valence_arousal coordinates")
+        unknown = sorted(set(self.fusion.weights) - set(self.encoders))
+        require(not unknown, f"fusion.weights names unknown encoder {unknown[0] if unknown else ''!r}")
+
+    def files(self) -> list[FileEntry]:
+        """Every file the manifest references."""
+        entries = [f for e in self.encoders.values() for f in e.models.values()]
+        if self.fusion.head is not None:
+            entries += list(self.fusion.head.models.values())
+        return entries

@@ -1,0 +1,55 @@
+"""The ``edge-mer`` console script: one subcommand per module, registered by name.
+
+Only this entry point configures logging.  User errors (:class:`EdgeMerError`)
+print as one line on stderr and exit 2, with no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge_mer import __version__
+from edge_mer.errors import EdgeMerError
+
+log = logging.getLogger(__name__)
+
+#: subcommand -> module with ``add_arguments(parser)``, ``run(args) -> int`` and a docstring.
+SUBCOMMANDS: dict[str, str] = {
+    "info": "edge_mer.cli.info",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-mer", description="Multimodal emotion recognition at the edge.")
+    parser.add_argument("--version", action="version", version=f"edge-mer {__version__}")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log verbosity on stderr (default: WARNING)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        summary = (module.__doc__ or "").strip().splitlines()[0]
+        child = sub.add_parser(name, help=summary, description=summary)
+        module.add_arguments(child)
+        child.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except EdgeMerError as exc:
+        print(f"edge-mer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

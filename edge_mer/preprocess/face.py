@@ -1,0 +1,157 @@
+"""Face crops to model input: square crop with margin, colour, resize, scale.
+
+The same functions prepare crops for the daemon (after detection) and for
+calibration and evaluation readers (from image folders or FER rows), so the
+arrays are identical byte for byte.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from edge_mer.config import require
+from edge_mer.errors import InputError
+from edge_mer.preprocess.base import Invalid
+from edge_mer.preprocess.face_detect import FaceDetector
+
+log = logging.getLogger(__name__)
+
+_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
+                  "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
+
+Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
+
+
+@dataclass(frozen=True)
+class FaceParams:
+    """How a face crop becomes the encoder's input tensor.
+
+    Pixels are scaled as ``(p / 255 - mean) / std`` per channel; ``margin`` is
+    the fraction of the detected box's side added on each side before the
+    square crop.  ``color`` is the model's input colour order (frames arrive
+    as OpenCV BGR).
+    """
+
+    size: tuple[int, int] = (64, 64)
+    color: Literal["gray", "bgr", "rgb"] = "gray"
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    margin: float = 0.0
+    interpolation: Literal["linear", "area", "cubic", "nearest"] = "linear"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+
+    def __post_init__(self) -> None:
+        require(all(s >= 8 for s in self.size), f"size must be at least 8x8 pixels, got {list(self.size)}")
+        channels = self.channels
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            require(len(value) in (1, channels),
+                    f"{name} needs 1 or {channels} values for color {self.color!r}, got {len(value)}")
+        require(all(s > 0 for s in self.std), f"std must be > 0, got {list(self.std)}")
+        require(0.0 <= self.margin <= 1.0, f"margin must be in 0..1, got {self.margin}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
+        w, h = self.size
+        if self.layout == "NCHW":
+            return (batch, self.channels, h, w)
+        return (batch, h, w, self.channels)
+
+
+def square_crop(frame: np.ndarray, box: Box, margin: float) -> np.ndarray:
+    """A square crop centred on ``box``, its side ``max(w, h) * (1 + 2 * margin)``.
+
+    Parts outside the frame are filled by replicating the border, so a face at
+    the edge keeps its aspect ratio instead of being stretched.
+    """
+    x, y, w, h = box
+    if w <= 0 or h <= 0:
+        raise InputError(f"face box {list(box)} has no area; expected positive width and height")
+    side = max(1, int(round(max(w, h) * (1.0 + 2.0 * margin))))
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
+    x1, y1 = x0 + side, y0 + side
+    fh, fw = frame.shape[:2]
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, fw), min(y1, fh)
+    if ix0 >= ix1 or iy0 >= iy1:
+        raise InputError(f"face box {list(box)} lies outside the {fw}x{fh} frame")
+    crop = frame[iy0:iy1, ix0:ix1]
+    pads = (iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1)
+    if any(pads):
+        crop = cv2.copyMakeBorder(crop, *pads, cv2.BORDER_REPLICATE)
+    return crop
+
+
+def _to_color(image: np.ndarray, color: str) -> np.ndarray:
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        gray = image.reshape(image.shape[:2])
+        if color == "gray":
+            return gray
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR if color == "bgr" else cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] == 3:
+        if color == "gray":
+            return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        return image if color == "bgr" else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    raise InputError(f"face image of shape {list(image.shape)}: expected HxW grey or HxWx3 BGR")
+
+
+def prepare_crops(crops: Sequence[np.ndarray], params: FaceParams, out: np.ndarray | None = None) -> np.ndarray:
+    """Stack crops into one float32 batch shaped by ``params`` (``params.input_shape``).
+
+    Crops are uint8 grey or BGR images of any size.  ``out`` may be a
+    preallocated array of the right shape, reused across calls on the hot path.
+    """
+    if len(crops) == 0:
+        raise InputError("no face crops to prepare; expected at least one image")
+    shape = params.input_shape(len(crops))
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise InputError(f"output buffer is {out.dtype}{list(out.shape)}, expected float32{list(shape)}")
+    interp = _INTERPOLATION[params.interpolation]
+    mean = np.asarray(params.mean, dtype=np.float32)
+    inv_std = 1.0 / np.asarray(params.std, dtype=np.float32)
+    for i, crop in enumerate(crops):
+        if not isinstance(crop, np.ndarray) or crop.dtype != np.uint8:
+            raise InputError(f"face crop {i}: expected a uint8 numpy image, got "
+                             f"{getattr(crop, 'dtype', type(crop).__name__)}")
+        image = cv2.resize(_to_color(crop, params.color), params.size, interpolation=interp)
+        scaled = (image.astype(np.float32) * np.float32(1.0 / 255.0) - mean) * inv_std
+        scaled = scaled.reshape(params.size[1], params.size[0], params.channels)
+        out[i] = scaled.transpose(2, 0, 1) if params.layout == "NCHW" else scaled
+    return out
+
+
+class FacePreprocessor:
+    """Frames -> detected, cropped, scaled face batch (one crop per frame with a face)."""
+
+    def __init__(self, params: FaceParams, detector: FaceDetector) -> None:
+        self.params = params
+        self.detector = detector
+
+    def crops(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The chosen face's square crop from each frame that has one."""
+        found = []
+        for frame in frames:
+            face = self.detector.best(frame)
+            if face is not None:
+                found.append(square_crop(frame, face.box, self.params.margin))
+        return found
+
+    def process(self, frames: Sequence[np.ndarray]) -> np.ndarray | Invalid:
+        """A float32 batch ``[faces, ...]`` for the encoder, or ``Invalid("no face")``."""
+        if len(frames) == 0:
+            return Invalid("no frames")
+        crops = self.crops(frames)
+        if not crops:
+            return Invalid("no face")
+        return prepare_crops(crops, self.params)
+

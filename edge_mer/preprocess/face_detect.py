@@ -1,0 +1,186 @@
+"""Face detectors behind one interface: OpenCV Haar cascade and YuNet.
+
+The Haar cascade ships inside the opencv-python 4.x wheel, so a fresh default
+install can find faces with no extra file; YuNet (``cv2.FaceDetectorYN``) is
+more accurate and needs a model path from the configuration.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import cv2
+import numpy as np
+
+from edge_mer.config import require
+from edge_mer.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+HAAR_FILE = "haarcascade_frontalface_default.xml"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: box ``(x, y, w, h)`` in frame pixels, a score, optional 5 landmarks."""
+
+    box: tuple[int, int, int, int]
+    score: float
+    landmarks: tuple[tuple[float, float], ...] | None = None
+
+    @property
+    def area(self) -> int:
+        return self.box[2] * self.box[3]
+
+
+@dataclass(frozen=True)
+class FaceDetectorOptions:
+    """Which detector, its model file and thresholds, and which face to keep.
+
+    ``detect_width`` > 0 downscales frames wider than it before detection
+    (boxes are scaled back), trading small-face recall for speed.
+    """
+
+    kind: Literal["haar", "yunet"] = "haar"
+    model_path: Path | None = None
+    select: Literal["largest", "confident"] = "largest"
+    score_threshold: float = 0.6
+    nms_threshold: float = 0.3
+    min_size: int = 24
+    detect_width: int = 0
+    haar_scale_factor: float = 1.1
+    haar_min_neighbors: int = 5
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.score_threshold <= 1.0, f"score_threshold must be in 0..1, got {self.score_threshold}")
+        require(0.0 < self.nms_threshold <= 1.0, f"nms_threshold must be in (0, 1], got {self.nms_threshold}")
+        require(self.min_size >= 1, f"min_size must be >= 1 pixel, got {self.min_size}")
+        require(self.detect_width == 0 or self.detect_width >= 64,
+                f"detect_width must be 0 (full size) or >= 64 pixels, got {self.detect_width}")
+        require(self.haar_scale_factor > 1.0, f"haar_scale_factor must be > 1, got {self.haar_scale_factor}")
+        require(self.haar_min_neighbors >= 0, f"haar_min_neighbors must be >= 0, got {self.haar_min_neighbors}")
+        require(self.kind != "yunet" or self.model_path is not None,
+                "model_path is required for the yunet detector (a YuNet .onnx file, e.g. face_detection_yunet_2023mar.onnx)")
+
+
+class FaceDetector(abc.ABC):
+    """Finds faces in BGR or grey uint8 frames."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, options: FaceDetectorOptions) -> None:
+        self.options = options
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """All faces in ``frame`` (uint8, HxW or HxWx3 BGR), in frame coordinates."""
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim not in (2, 3):
+            raise InputError(f"frame must be a uint8 HxW or HxWx3 image, got "
+                             f"{getattr(frame, 'dtype', type(frame).__name__)} {list(getattr(frame, 'shape', []))}")
+        scale = 1.0
+        small = frame
+        width = frame.shape[1]
+        if self.options.detect_width and width > self.options.detect_width:
+            scale = width / self.options.detect_width
+            size = (self.options.detect_width, max(1, int(round(frame.shape[0] / scale))))
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        found = self._detect(small)
+        if scale != 1.0:
+            found = [_rescale(d, scale) for d in found]
+        return [d for d in found if min(d.box[2], d.box[3]) >= self.options.min_size]
+
+    def best(self, frame: np.ndarray) -> Detection | None:
+        """The face chosen by ``options.select`` (largest area or highest score), or None."""
+        faces = self.detect(frame)
+        if not faces:
+            return None
+        if self.options.select == "largest":
+            return max(faces, key=lambda d: (d.area, d.score))
+        return max(faces, key=lambda d: (d.score, d.area))
+
+    @abc.abstractmethod
+    def _detect(self, frame: np.ndarray) -> list[Detection]: ...
+
+
+def _rescale(d: Detection, s: float) -> Detection:
+    x, y, w, h = d.box
+    marks = None if d.landmarks is None else tuple((px * s, py * s) for px, py in d.landmarks)
+    return Detection((int(round(x * s)), int(round(y * s)), int(round(w * s)), int(round(h * s))), d.score, marks)
+
+
+def haar_cascade_path() -> Path | None:
+    """The frontal-face cascade shipped with this OpenCV, or None (OpenCV 5 ships none)."""
+    data = getattr(cv2, "data", None)
+    folder = getattr(data, "haarcascades", None)
+    if folder is None or not hasattr(cv2, "CascadeClassifier"):
+        return None
+    path = Path(folder) / HAAR_FILE
+    return path if path.is_file() else None
+
+
+class HaarDetector(FaceDetector):
+    """OpenCV's Viola-Jones cascade; score is the cascade's final-stage weight squashed to 0..1."""
+
+    kind = "haar"
+
+    def __init__(self, options: FaceDetectorOptions) -> None:
+        super().__init__(options)
+        path = options.model_path or haar_cascade_path()
+        if path is None:
+            raise ConfigError(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 wheels dropped them); "
+                              "install opencv-python<5 or use the yunet detector with a model_path")
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise ConfigError(f"cannot load Haar cascade {path}")
+
+    def _detect(self, frame: np.ndarray) -> list[Detection]:
+        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        boxes, _, weights = self._cascade.detectMultiScale3(
+            gray, scaleFactor=self.options.haar_scale_factor, minNeighbors=self.options.haar_min_neighbors,
+            minSize=(self.options.min_size, self.options.min_size), outputRejectLevels=True)
+        return [Detection(tuple(int(v) for v in box), float(1.0 / (1.0 + np.exp(-w))))
+                for box, w in zip(boxes, np.ravel(weights))]
+
+
+class YuNetDetector(FaceDetector):
+    """YuNet through ``cv2.FaceDetectorYN``: boxes, scores and 5 landmarks."""
+
+    kind = "yunet"
+
+    def __init__(self, options: FaceDetectorOptions) -> None:
+        super().__init__(options)
+        path = options.model_path
+        if path is None or not Path(path).is_file():
+            raise ConfigError(f"YuNet model_path {path} does not exist; expected a YuNet .onnx file")
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise ConfigError(f"OpenCV {cv2.__version__} has no FaceDetectorYN; need OpenCV >= 4.5.4")
+        self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), options.score_threshold,
+                                              options.nms_threshold, 50)
+        self._size: tuple[int, int] = (320, 320)
+
+    def _detect(self, frame: np.ndarray) -> list[Detection]:
+        image = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        size = (image.shape[1], image.shape[0])
+        if size != self._size:
+            self._net.setInputSize(size)
+            self._size = size
+        _, faces = self._net.detect(image)
+        if faces is None:
+            return []
+        out = []
+        for row in faces:
+            x, y, w, h = (int(round(v)) for v in row[:4])
+            marks = tuple((float(row[4 + 2 * i]), float(row[5 + 2 * i])) for i in range(5))
+            out.append(Detection((x, y, w, h), float(row[14]), marks))
+        return out
+
+
+DETECTORS: dict[str, type[FaceDetector]] = {"haar": HaarDetector, "yunet": YuNetDetector}
+
+
+def create_detector(options: FaceDetectorOptions | None = None) -> FaceDetector:
+    """A detector of ``options.kind`` (Haar by default)."""
+    options = options or FaceDetectorOptions()
+    return DETECTORS[options.kind](options)
