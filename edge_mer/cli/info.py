@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import platform
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +50,35 @@ def _cameras() -> list[str]:
     return sorted(glob.glob("/dev/video*"))
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    # PortAudio's ALSA probing writes dozens of lines straight to fd 2 on hosts
+    # without sound cards; Python-level redirection cannot catch C writes.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _audio_inputs() -> list[str] | str:
     if importlib.util.find_spec("pyaudio") is None:
         return "pyaudio not installed (pip install 'edge-mer[audio]')"
     import pyaudio
 
-    pa = pyaudio.PyAudio()
-    try:
-        return [f"{i}: {d['name']} ({int(d['maxInputChannels'])} ch, {int(d['defaultSampleRate'])} Hz)"
-                for i in range(pa.get_device_count())
-                if (d := pa.get_device_info_by_index(i))["maxInputChannels"] > 0]
-    finally:
-        pa.terminate()
+    with _native_stderr_silenced():
+        pa = pyaudio.PyAudio()
+        try:
+            return [f"{i}: {d['name']} ({int(d['maxInputChannels'])} ch, {int(d['defaultSampleRate'])} Hz)"
+                    for i in range(pa.get_device_count())
+                    if (d := pa.get_device_info_by_index(i))["maxInputChannels"] > 0]
+        finally:
+            pa.terminate()
 
 
 def _brainflow_version() -> str | None:
@@ -64,7 +86,10 @@ def _brainflow_version() -> str | None:
         return None
     from brainflow.board_shim import BoardShim
 
-    return BoardShim.get_version()
+    with warnings.catch_warnings():
+        # brainflow locates its native library through pkg_resources on Python 3.11.
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        return BoardShim.get_version()
 
 
 def collect() -> dict[str, Any]:

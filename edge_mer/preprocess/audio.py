@@ -41,12 +41,18 @@ from edge_mer.preprocess.base import Invalid
 
 log = logging.getLogger(__name__)
 
-_WINDOWS = ("hann", "hamming", "blackman")
+_CHOICES: dict[str, tuple[object, ...]] = {
+    "window": ("hann", "hamming", "blackman"), "pad_mode": ("reflect", "constant"),
+    "mel_norm": ("slaney", None), "log": ("db", "ln"), "deltas": (0, 1, 2),
+    "cmvn": ("none", "utterance"), "dtype": ("float32", "float16"),
+}
+_OPTIONAL = ("top_db", "vad_threshold_db")  # float fields where None is allowed
 _GATE_FRAME_S = 0.025  # loudness gate: RMS over 25 ms frames ...
 _GATE_HOP_S = 0.010  # ... taken every 10 ms
 _RESAMPLE_KAISER_BETA = 8.6  # anti-aliasing low-pass (see _lowpass): Kaiser beta,
 _RESAMPLE_ROLLOFF = 0.94  # cutoff / lower Nyquist rate,
 _RESAMPLE_ZERO_CROSSINGS = 48  # sinc zero crossings each side
+_F_SP, _MIN_LOG_HZ, _LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0  # Slaney mel scale
 _SILENCE = "silence"
 _TOO_SHORT = "too short"
 
@@ -111,20 +117,23 @@ class AudioParams:
         return 1 + self.deltas
 
     def _check_types(self) -> None:
-        """Check field types and normalise whole-number floats (20 -> 20.0)."""
+        """Check types and choices; normalise whole-number floats (20 -> 20.0)."""
         for name in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "delta_width"):
             value = getattr(self, name)
             require(_is_int(value), f"{name}={value!r}: expected an integer")
         for name in ("center", "htk"):
             value = getattr(self, name)
             require(isinstance(value, bool), f"{name}={value!r}: expected true or false")
-        floats = ("fmin", "fmax", "power", "amin", "log_offset", "cmvn_eps", "min_seconds")
-        for name in floats + ("top_db", "vad_threshold_db"):
+        for name in ("fmin", "fmax", "power", "amin", "log_offset", "cmvn_eps", "min_seconds",
+                     "top_db", "vad_threshold_db"):
             value = getattr(self, name)
-            if value is None and name in ("top_db", "vad_threshold_db"):
-                continue
-            require(_is_real(value), f"{name}={value!r}: expected a finite number")
-            object.__setattr__(self, name, float(value))
+            if value is not None or name not in _OPTIONAL:
+                require(_is_real(value), f"{name}={value!r}: expected a finite number")
+                object.__setattr__(self, name, float(value))
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            require(any(value == c and type(value) is type(c) for c in choices),
+                    f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
 
     def _check_stft(self) -> None:
         require(8000 <= self.sample_rate <= 192000,
@@ -135,9 +144,6 @@ class AudioParams:
                 " (n_fft must be >= win_length)")
         require(1 <= self.hop_length <= self.n_fft,
                 f"hop_length={self.hop_length}: expected a positive integer <= n_fft={self.n_fft}")
-        require(self.window in _WINDOWS, f"window={self.window!r}: expected one of {_WINDOWS}")
-        require(self.pad_mode in ("reflect", "constant"),
-                f"pad_mode={self.pad_mode!r}: expected 'reflect' or 'constant'")
         require(self.power > 0, f"power={self.power}: expected a number > 0 (2.0 power, 1.0 magnitude)")
 
     def _check_mel(self) -> None:
@@ -146,33 +152,26 @@ class AudioParams:
         require(self.fmin >= 0, f"fmin={self.fmin}: expected a number >= 0")
         require(self.fmin < self.fmax <= nyquist,
                 f"fmax={self.fmax}: expected fmin={self.fmin} < fmax <= sample_rate/2={nyquist}")
-        require(self.mel_norm in ("slaney", None), f"mel_norm={self.mel_norm!r}: expected 'slaney' or None")
         weights = mel_filterbank(self)
         empty = [i for i in range(self.n_mels) if not weights[i].max() > 0]
         require(not empty, f"n_mels={self.n_mels}: mel bands {empty[:5]} are empty for n_fft={self.n_fft} "
                 f"at sample_rate={self.sample_rate}; lower n_mels or raise n_fft/fmin")
 
     def _check_features(self) -> None:
-        require(self.log in ("db", "ln"), f"log={self.log!r}: expected 'db' or 'ln'")
         require(self.top_db is None or self.top_db > 0, f"top_db={self.top_db}: expected None or a number > 0")
-        require(self.amin > 0, f"amin={self.amin}: expected a number > 0")
-        require(self.log_offset > 0, f"log_offset={self.log_offset}: expected a number > 0")
-        require(_is_int(self.deltas) and self.deltas in (0, 1, 2), f"deltas={self.deltas!r}: expected 0, 1 or 2")
+        for name in ("amin", "log_offset", "cmvn_eps"):
+            require(getattr(self, name) > 0, f"{name}={getattr(self, name)}: expected a number > 0")
         require(self.delta_width >= 3 and self.delta_width % 2 == 1,
                 f"delta_width={self.delta_width}: expected an odd integer >= 3")
-        require(self.cmvn in ("none", "utterance"), f"cmvn={self.cmvn!r}: expected 'none' or 'utterance'")
-        require(self.cmvn_eps > 0, f"cmvn_eps={self.cmvn_eps}: expected a number > 0")
         require(self.vad_threshold_db is None or self.vad_threshold_db <= 0,
                 f"vad_threshold_db={self.vad_threshold_db}: expected None or a number <= 0 (dBFS)")
-        require(self.dtype in ("float32", "float16"), f"dtype={self.dtype!r}: expected 'float32' or 'float16'")
 
     def _check_window_length(self) -> None:
         """The shortest accepted window must hold one FFT frame and one delta width."""
         require(0 < self.min_seconds <= 600, f"min_seconds={self.min_seconds}: expected a number in (0, 600]")
         samples = min_samples(self)
-        require(samples >= self.n_fft,
-                f"min_seconds={self.min_seconds}: {samples} samples at {self.sample_rate} Hz is shorter "
-                f"than n_fft={self.n_fft}")
+        require(samples >= self.n_fft, f"min_seconds={self.min_seconds}: {samples} samples at "
+                f"{self.sample_rate} Hz is shorter than n_fft={self.n_fft}")
         if self.deltas:
             frames = num_frames(samples, self)
             require(frames >= self.delta_width,
@@ -270,15 +269,13 @@ def resample(x: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
 
 
 def _hz_to_mel(hz: np.ndarray, htk: bool) -> np.ndarray:
-    """Hz -> mel, Slaney (linear below 1 kHz, log above) or HTK, as librosa computes it."""
+    """Hz -> mel as librosa computes it: HTK, or Slaney (linear below 1 kHz, log above)."""
     hz = np.asarray(hz, dtype=np.float64)
     if htk:
         return 2595.0 * np.log10(1.0 + hz / 700.0)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    logstep = np.log(6.4) / 27.0
-    mels = hz / f_sp
-    high = hz >= min_log_hz
-    mels[high] = min_log_hz / f_sp + np.log(hz[high] / min_log_hz) / logstep
+    mels = hz / _F_SP
+    high = hz >= _MIN_LOG_HZ
+    mels[high] = _MIN_LOG_HZ / _F_SP + np.log(hz[high] / _MIN_LOG_HZ) / _LOGSTEP
     return mels
 
 
@@ -287,11 +284,9 @@ def _mel_to_hz(mels: np.ndarray, htk: bool) -> np.ndarray:
     mels = np.asarray(mels, dtype=np.float64)
     if htk:
         return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    logstep = np.log(6.4) / 27.0
-    hz = f_sp * mels
-    high = mels >= min_log_hz / f_sp
-    hz[high] = min_log_hz * np.exp(logstep * (mels[high] - min_log_hz / f_sp))
+    hz = _F_SP * mels
+    high = mels >= _MIN_LOG_HZ / _F_SP
+    hz[high] = _MIN_LOG_HZ * np.exp(_LOGSTEP * (mels[high] - _MIN_LOG_HZ / _F_SP))
     return hz
 
 
@@ -322,22 +317,15 @@ def mel_filterbank(params: AudioParams) -> np.ndarray:
                       params.htk, params.mel_norm)
 
 
-@dataclass(frozen=True)
-class _Kernels:
-    """Per-params constants: the analysis window padded to n_fft and the mel matrix."""
-
-    window: np.ndarray
-    mel: np.ndarray
-
-
 @functools.lru_cache(maxsize=16)
-def _kernels(params: AudioParams) -> _Kernels:
+def _kernels(params: AudioParams) -> tuple[np.ndarray, np.ndarray]:
+    """Per-params constants: (analysis window centred in n_fft samples, mel matrix)."""
     win = signal.get_window(params.window, params.win_length, fftbins=True)  # periodic, as librosa
     left = (params.n_fft - params.win_length) // 2
     window = np.zeros(params.n_fft, dtype=np.float64)
     window[left:left + params.win_length] = win
     window.setflags(write=False)
-    return _Kernels(window=window, mel=mel_filterbank(params))
+    return window, mel_filterbank(params)
 
 
 def _power_spectrogram(x: np.ndarray, params: AudioParams, window: np.ndarray) -> np.ndarray:
@@ -360,24 +348,29 @@ def _log_compress(mel: np.ndarray, params: AudioParams) -> np.ndarray:
     return db
 
 
-def _features(x: np.ndarray, params: AudioParams, kernels: _Kernels) -> np.ndarray:
+def _features(x: np.ndarray, params: AudioParams, kernels: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The shared core: float64 mono audio at params.sample_rate -> ``[C, n_mels, T]``."""
-    power = _power_spectrogram(x, params, kernels.window)
-    logmel = _log_compress(kernels.mel @ power.T, params)
+    window, mel = kernels
+    logmel = _log_compress(mel @ _power_spectrogram(x, params, window).T, params)
     rows = [logmel]
     for order in range(1, params.deltas + 1):
         rows.append(signal.savgol_filter(logmel, params.delta_width, polyorder=order, deriv=order,
                                          axis=-1, mode="interp"))
     feats = np.stack(rows)
     if params.cmvn == "utterance":
-        mean = feats.mean(axis=-1, keepdims=True)
-        std = feats.std(axis=-1, keepdims=True)
-        feats = (feats - mean) / np.maximum(std, params.cmvn_eps)
+        std = np.maximum(feats.std(axis=-1, keepdims=True), params.cmvn_eps)
+        feats = (feats - feats.mean(axis=-1, keepdims=True)) / std
     return np.ascontiguousarray(feats, dtype=np.dtype(params.dtype))
 
 
-def _check_mono(x: np.ndarray, params: AudioParams) -> np.ndarray:
-    """Validate 1-D finite real audio long enough for one frame (and the delta width)."""
+def log_mel(x: np.ndarray, params: AudioParams) -> np.ndarray:
+    """Model features ``[1 + deltas, n_mels, frames]`` of mono audio at ``params.sample_rate``.
+
+    Includes the deltas and CMVN that ``params`` asks for, cast to
+    ``params.dtype`` (layout: module docstring).  Raises :class:`InputError`
+    unless ``x`` is 1-D, real, finite, at least ``n_fft`` samples long and
+    (with deltas) at least ``delta_width`` frames long.
+    """
     y = np.asarray(x)
     if y.ndim != 1 or y.dtype.kind not in "fiu":
         raise InputError(f"expected 1-D real mono audio, got shape {y.shape} dtype {y.dtype}")
@@ -389,18 +382,7 @@ def _check_mono(x: np.ndarray, params: AudioParams) -> np.ndarray:
     if params.deltas and num_frames(y.size, params) < params.delta_width:
         raise InputError(f"audio gives {num_frames(y.size, params)} frames; deltas need "
                          f"delta_width={params.delta_width}")
-    return y
-
-
-def log_mel(x: np.ndarray, params: AudioParams) -> np.ndarray:
-    """Model features ``[1 + deltas, n_mels, frames]`` of mono audio at ``params.sample_rate``.
-
-    Includes the deltas and CMVN that ``params`` asks for, cast to
-    ``params.dtype``; see the module docstring for the layout.  Raises
-    :class:`InputError` for audio that is not 1-D, finite, or at least
-    ``n_fft`` samples long.
-    """
-    return _features(_check_mono(x, params), params, _kernels(params))
+    return _features(y, params, _kernels(params))
 
 
 def peak_frame_dbfs(x: np.ndarray, sample_rate: int) -> float:
@@ -449,9 +431,6 @@ class AudioPreprocessor:
         self._kernels = _kernels(params)
         self._min_samples = min_samples(params)
 
-    def __repr__(self) -> str:
-        return f"AudioPreprocessor({self.params!r})"
-
     def output_shape(self, n_samples: int) -> tuple[int, int, int]:
         """Shape of :meth:`process`'s array for ``n_samples`` samples at ``params.sample_rate``."""
         return (self.params.channels, self.params.n_mels, num_frames(n_samples, self.params))
@@ -460,8 +439,7 @@ class AudioPreprocessor:
         """Mono -> resample -> length check -> loudness gate -> features (see class doc)."""
         params = self.params
         rate = _check_rate("sample_rate", sample_rate)
-        mono = to_mono(samples)
-        x = resample(mono, rate, params.sample_rate)
+        x = resample(to_mono(samples), rate, params.sample_rate)
         if x.size < self._min_samples:
             log.debug("speech window too short: %d samples < %d", x.size, self._min_samples)
             return Invalid(_TOO_SHORT)

@@ -45,3 +45,11 @@ def test_import_edge_mer_loads_no_gpu_sensor_or_inference_library() -> None:
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("Run the tests:", 1)[1]
+    command = section.split("```sh\n", 1)[1].split("\n```", 1)[0].strip()
+    assert "pytest" in command
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()

@@ -84,16 +84,18 @@ def profile_shapes(inputs: Sequence[TensorSpec], options: TrtOptions) -> tuple[S
     return tuple(ranges)
 
 
-def with_symbols(shape: Sequence[int], names: Sequence[Dim] | None) -> tuple[Dim, ...]:
+def with_symbols(tensor: str, shape: Sequence[int], names: Sequence[Dim] | None) -> tuple[Dim, ...]:
     """Replace the dynamic (-1) dims of an engine shape by the ONNX names of those axes.
 
-    ``names`` is the ONNX shape of the same tensor; where it has no name for
-    an axis (or a different rank), the -1 stays and the axis goes unchecked.
+    ``names`` is the ONNX shape of the same tensor.  An axis ONNX leaves
+    unnamed becomes ``"<tensor>:<axis>"``, as the onnxruntime backend names it,
+    so both backends describe the same model with the same specs.
     """
     dims = [int(d) for d in shape]
     if names is None or len(names) != len(dims):
-        return tuple(dims)
-    return tuple(n if d < 0 and isinstance(n, str) else d for d, n in zip(dims, names))
+        names = [-1] * len(dims)
+    return tuple(d if d >= 0 else (n if isinstance(n, str) else f"{tensor}:{axis}")
+                 for axis, (d, n) in enumerate(zip(dims, names)))
 
 
 def _value_info_spec(value: object) -> TensorSpec:

@@ -200,7 +200,7 @@ class TensorRTBackend(Backend):
                 dtype = np.dtype(trt.nptype(trt_dtype)).name
             except TypeError:
                 raise BackendError(f"tensor {name!r} has TensorRT type {trt_dtype} with no numpy equivalent") from None
-            shape = with_symbols(tuple(self._engine.get_tensor_shape(name)), symbolic.get(name))
+            shape = with_symbols(name, tuple(self._engine.get_tensor_shape(name)), symbolic.get(name))
             spec = TensorSpec(name, shape, dtype)
             if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 inputs.append(spec)
