@@ -116,7 +116,10 @@ class TensorRTBackend(Backend):
         onnx_inputs, onnx_outputs = onnx_io_specs(model_file.path)
         ranges = profile_shapes(onnx_inputs, opts)
         device = _cuda_device(cuda, opts.device)
-        self._cuda_ctx = device.retain_primary_context()
+        try:
+            self._cuda_ctx = device.retain_primary_context()
+        except cuda.Error as exc:
+            raise BackendError(f"cannot use CUDA device {opts.device} ({exc})") from None
         loaded = False
         try:
             with self._cuda():
