@@ -16,11 +16,15 @@ from edge_mer.errors import InputError
 
 @dataclass(frozen=True)
 class Sample:
-    """One model-ready input (no batch axis), its label (canonical name or None) and where it came from."""
+    """One model-ready input (no batch axis), its label, where it came from, and its group.
+
+    ``group`` is the speaker or subject, so evaluations can hold whole people out.
+    """
 
     array: np.ndarray
     label: str | None
     source: str
+    group: str | None = None
 
 
 def batched_feeds(samples: Iterable[Sample], input_name: str, batch_size: int = 32

@@ -38,6 +38,7 @@ from scipy import signal
 from edge_mer.config import require
 from edge_mer.errors import ConfigError, InputError
 from edge_mer.preprocess.base import Invalid
+from edge_mer.preprocess.resample import check_rate, resample
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,6 @@ _CHOICES: dict[str, tuple[object, ...]] = {
 _OPTIONAL = ("top_db", "vad_threshold_db")  # float fields where None is allowed
 _GATE_FRAME_S = 0.025  # loudness gate: RMS over 25 ms frames ...
 _GATE_HOP_S = 0.010  # ... taken every 10 ms
-_RESAMPLE_KAISER_BETA = 8.6  # anti-aliasing low-pass (see _lowpass): Kaiser beta,
-_RESAMPLE_ROLLOFF = 0.94  # cutoff / lower Nyquist rate,
-_RESAMPLE_ZERO_CROSSINGS = 48  # sinc zero crossings each side
 _F_SP, _MIN_LOG_HZ, _LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0  # Slaney mel scale
 _SILENCE = "silence"
 _TOO_SHORT = "too short"
@@ -140,8 +138,7 @@ class AudioParams:
                 f"sample_rate={self.sample_rate}: expected an integer in [8000, 192000]")
         require(16 <= self.n_fft <= 65536, f"n_fft={self.n_fft}: expected an integer in [16, 65536]")
         require(1 <= self.win_length <= self.n_fft,
-                f"win_length={self.win_length}: expected an integer in [1, n_fft={self.n_fft}]"
-                " (n_fft must be >= win_length)")
+                f"win_length={self.win_length}: expected an integer in [1, n_fft={self.n_fft}]")
         require(1 <= self.hop_length <= self.n_fft,
                 f"hop_length={self.hop_length}: expected a positive integer <= n_fft={self.n_fft}")
         require(self.power > 0, f"power={self.power}: expected a number > 0 (2.0 power, 1.0 magnitude)")
@@ -223,49 +220,6 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     if y.ndim == 2:
         y = y.mean(axis=1)
     return y.astype(np.float32)
-
-
-def _check_rate(name: str, rate: object) -> int:
-    if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) or int(rate) <= 0:
-        raise InputError(f"{name}={rate!r}: expected a positive integer in Hz")
-    return int(rate)
-
-
-@functools.lru_cache(maxsize=16)
-def _lowpass(up: int, down: int) -> np.ndarray:
-    """Anti-aliasing FIR for ``resample_poly(x, up, down)``, designed once per ratio.
-
-    Kaiser-windowed sinc (beta 8.6), 48 zero crossings each side, cutoff at
-    0.94 x the lower Nyquist rate.  scipy's default (cutoff at Nyquist, beta 5,
-    10 crossings) leaves a tone 1 kHz above the new Nyquist at only -30 dB.
-    """
-    max_rate = max(up, down)
-    taps = signal.firwin(2 * _RESAMPLE_ZERO_CROSSINGS * max_rate + 1, _RESAMPLE_ROLLOFF / max_rate,
-                         window=("kaiser", _RESAMPLE_KAISER_BETA))
-    taps.setflags(write=False)
-    return taps
-
-
-def resample(x: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited resampling of 1-D audio to ``target_rate``; returns float64.
-
-    :func:`scipy.signal.resample_poly` with the gcd-reduced ratio ``up/down``
-    (22,050 -> 16,000 Hz is 320/441) and the cached low-pass of
-    :func:`_lowpass`: within 0.13 dB up to 0.9 x the lower Nyquist rate
-    (7.2 kHz at 16 kHz), -10 dB at 0.95 x, at or below -86 dB from Nyquist up
-    (measured with ``scipy.signal.freqz``).  The output holds
-    ``ceil(n * up / down)`` samples: nothing is dropped.  Equal rates return a copy.
-    """
-    orig, target = _check_rate("orig_rate", orig_rate), _check_rate("target_rate", target_rate)
-    y = np.asarray(x)
-    if y.ndim != 1 or y.dtype.kind not in "fiu" or y.size == 0:
-        raise InputError(f"resample needs non-empty 1-D real audio, got shape {y.shape} dtype {y.dtype}")
-    y = y.astype(np.float64)
-    if orig == target:
-        return y
-    g = math.gcd(orig, target)
-    up, down = target // g, orig // g
-    return signal.resample_poly(y, up, down, window=_lowpass(up, down))
 
 
 def _hz_to_mel(hz: np.ndarray, htk: bool) -> np.ndarray:
@@ -398,10 +352,7 @@ def peak_frame_dbfs(x: np.ndarray, sample_rate: int) -> float:
 
 
 def loudness_gate(x: np.ndarray, params: AudioParams) -> str | None:
-    """``"silence"`` when the loudest 25 ms frame is below ``vad_threshold_db``, else None.
-
-    ``x`` is mono audio at ``params.sample_rate``; a None threshold disables the gate.
-    """
+    """``"silence"`` if the loudest 25 ms frame of ``x`` (at ``params.sample_rate``) is below ``vad_threshold_db``."""
     if params.vad_threshold_db is None:
         return None
     level = peak_frame_dbfs(x, params.sample_rate)
@@ -414,17 +365,16 @@ def loudness_gate(x: np.ndarray, params: AudioParams) -> str | None:
 class AudioPreprocessor:
     """Turns one window of PCM at any rate into the speech model's input.
 
-    The analysis window, mel matrix and resampling filters are computed once
-    (not per call).  :meth:`process` returns a float array
-    ``[1 + deltas, n_mels, frames]`` (no batch axis) or :class:`Invalid` with
-    reason ``"too short"`` (fewer than ``min_seconds`` after resampling) or
-    ``"silence"`` (see :func:`loudness_gate`).  Malformed input (empty, NaN,
-    unsupported dtype or shape, bad sample rate) raises :class:`InputError`.
+    The analysis window, mel matrix and resampling filters are computed once.
+    :meth:`process` returns a float array ``[1 + deltas, n_mels, frames]`` (no
+    batch axis) or :class:`Invalid` with reason ``"too short"`` (fewer than
+    ``min_seconds`` after resampling) or ``"silence"`` (see :func:`loudness_gate`).
+    Malformed input (empty, NaN, unsupported dtype or shape, bad sample rate)
+    raises :class:`InputError`.
     """
 
     def __init__(self, params: AudioParams | None = None) -> None:
-        if params is None:
-            params = AudioParams()
+        params = AudioParams() if params is None else params
         if not isinstance(params, AudioParams):
             raise ConfigError(f"AudioPreprocessor needs AudioParams, got {type(params).__name__}")
         self.params = params
@@ -438,7 +388,7 @@ class AudioPreprocessor:
     def process(self, samples: np.ndarray, sample_rate: int) -> np.ndarray | Invalid:
         """Mono -> resample -> length check -> loudness gate -> features (see class doc)."""
         params = self.params
-        rate = _check_rate("sample_rate", sample_rate)
+        rate = check_rate("sample_rate", sample_rate)
         x = resample(to_mono(samples), rate, params.sample_rate)
         if x.size < self._min_samples:
             log.debug("speech window too short: %d samples < %d", x.size, self._min_samples)

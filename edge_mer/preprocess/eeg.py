@@ -19,7 +19,6 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +27,7 @@ from scipy import signal
 from edge_mer.config import require
 from edge_mer.errors import InputError
 from edge_mer.preprocess.base import Invalid
+from edge_mer.preprocess.resample import resample, resample_ratio
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ DEFAULT_BANDS: tuple[tuple[str, float, float], ...] = (
 NOTCH_HALF_WIDTH_HZ = 2.0  # the notch stops notch_hz +- this
 MAX_FILTER_ORDER = 8  # BrainFlow's DSP filters accept orders 1..8
 _VAR_FLOOR = 1e-20  # keeps log() finite for silent bands
-_MAX_RATIO_TERM = 1000  # largest up/down factor accepted for resampling
 TAPER_S = 0.25  # raised-cosine fade at each end of a window (see taper())
 
 
@@ -265,22 +264,6 @@ def check_quality(x: np.ndarray, params: EegParams, sample_rate: float | None = 
     return _describe_bad(bad, params) if len(bad) > params.max_bad_channels else None
 
 
-def resample_ratio(source_rate: float, target_rate: int) -> tuple[int, int]:
-    """(up, down) with ``source_rate * up / down == target_rate``; InputError for a bad rate."""
-    if not _is_number(source_rate) or source_rate <= 0:
-        raise InputError(f"EEG source rate: expected a positive number of Hz, got {source_rate!r}")
-    source = Fraction(float(source_rate)).limit_denominator(1000)
-    ratio = (Fraction(int(target_rate)) / source).limit_denominator(_MAX_RATIO_TERM)
-    return ratio.numerator, ratio.denominator
-
-
-def resample(x: np.ndarray, source_rate: float, target_rate: int) -> np.ndarray:
-    """Resample ``x`` [n_channels, n_samples] along time (polyphase, Kaiser anti-aliasing FIR)."""
-    up, down = resample_ratio(source_rate, target_rate)
-    x = np.asarray(x, dtype=np.float64)
-    return x.copy() if up == down else signal.resample_poly(x, up, down, axis=1, padtype="line")
-
-
 def taper(x: np.ndarray, rate: float) -> np.ndarray:
     """Fade both ends of ``x`` to zero with a raised cosine of ``TAPER_S`` seconds (at most n/4 samples).
 
@@ -410,7 +393,7 @@ class EegPreprocessor:
             rows_bad = [i for i, _ in bad]
             x[rows_bad] = np.delete(x, rows_bad, axis=0).mean(axis=0)
         x = taper(signal.detrend(x, axis=1, type="linear"), source_rate)
-        xp, pad = clean(resample(x, source_rate, p.sample_rate), p)
+        xp, pad = clean(resample(x, source_rate, p.sample_rate, padtype="line"), p)
         if p.standardize:
             xp = standardize(xp, pad)
         return band_features(xp, p, pad)

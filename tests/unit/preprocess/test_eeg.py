@@ -18,7 +18,6 @@ from edge_mer.preprocess.eeg import (
     EegParams,
     EegPreprocessor,
     check_quality,
-    resample,
     select_channels,
     taper,
 )
@@ -209,31 +208,6 @@ def test_bad_source_rate_is_an_input_error() -> None:
 
 
 # ----------------------------------------------------------------------------- signal processing
-
-def _peak_hz(x: np.ndarray, rate: float) -> float:
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
-    return float(np.fft.rfftfreq(x.size, 1 / rate)[np.argmax(spectrum)])
-
-
-def test_resample_keeps_a_10_hz_tone_at_10_hz() -> None:
-    x = tones([10.0], 250, 4.0, amp=1.0, noise=0.0)
-    y = resample(x, 250, 128)
-    assert y.shape == (1, 512)
-    assert _peak_hz(y[0], 128) == pytest.approx(10.0, abs=0.25)
-    assert np.std(y[0, 64:-64]) == pytest.approx(np.std(x[0]), rel=0.02)
-
-
-def test_resample_is_band_limited() -> None:
-    x = tones([100.0], 250, 4.0, amp=1.0, noise=0.0)  # above the new Nyquist (64 Hz): must not alias to 28 Hz
-    y = resample(x, 250, 128)
-    assert np.std(y[0, 64:-64]) < 0.01
-
-
-def test_resample_accepts_float_and_numpy_rates() -> None:
-    x = tones([10.0], 256, 2.0, amp=1.0, noise=0.0)
-    assert resample(x, np.int64(256), 128).shape == (1, 256)
-    assert np.array_equal(resample(x, 256.0, 128), resample(x, 256, 128))
-
 
 @pytest.mark.parametrize("feature", ["de", "log_power"])
 @pytest.mark.parametrize("rate", [128, 250])
