@@ -1,6 +1,7 @@
 """Shared by the recipes: put one encoder into the default bundle's manifest, keeping the rest."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,3 +33,9 @@ def update_encoder(bundle: Path, name: str, spec: EncoderSpec, fusion: FusionSpe
                                      smoothing_half_life_s=old_fusion.smoothing_half_life_s if old_fusion else 1.0),
         description="Default edge-mer encoders; see training/README.md for how each file was produced.")
     return write_manifest(bundle, manifest)
+
+
+def update_fusion(bundle: Path, fusion: FusionSpec) -> Path:
+    """Replace the fusion section of ``bundle/manifest.json``."""
+    old = parse_manifest(json.loads((bundle / MANIFEST).read_text(encoding="utf-8")))
+    return write_manifest(bundle, dataclasses.replace(old, fusion=fusion))

@@ -81,9 +81,22 @@ def accuracy(model: LinearHead, x: np.ndarray, y: np.ndarray) -> float:
     return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
 
 
-def evaluate(x: np.ndarray, y: np.ndarray, subjects: np.ndarray, trials: np.ndarray) -> dict:
-    loso = {s: accuracy(fit(x[subjects != s], y[subjects != s]), x[subjects == s], y[subjects == s])
-            for s in sorted(set(subjects))}
+def export(model: LinearHead, example: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model.eval(), (torch.from_numpy(example[:1]),), str(path), input_names=["de"],
+                      output_names=["probs"], dynamic_axes={"de": {0: "N"}, "probs": {0: "N"}}, opset_version=17,
+                      dynamo=False)
+
+
+def evaluate(x: np.ndarray, y: np.ndarray, subjects: np.ndarray, trials: np.ndarray,
+             fold_dir: Path | None = None) -> dict:
+    """LOSO and within-subject cross-trial accuracy; LOSO fold models go to ``fold_dir/<subject>.onnx``."""
+    loso = {}
+    for s in sorted(set(subjects)):
+        model = fit(x[subjects != s], y[subjects != s])
+        loso[s] = accuracy(model, x[subjects == s], y[subjects == s])
+        if fold_dir is not None:
+            export(model, x, fold_dir / f"{s}.onnx")
     within = {}
     for s in sorted(set(subjects)):
         scores = []
@@ -105,16 +118,13 @@ def build(name: str, shared: Path, bundle: Path, results_dir: Path) -> dict:
     y = np.array([LABELS.index(s.label) for s in samples])
     subjects = np.array([s.group for s in samples])
     trials = np.array([s.source.split("t")[1][0] for s in samples])
-    results = evaluate(x, y, subjects, trials)
+    results = evaluate(x, y, subjects, trials, results_dir / "eeg_folds" / name)
     log.info("%s (%s, %d windows): LOSO %.3f, within-subject %.3f (chance %.3f)", name, board, len(y),
              results["loso_accuracy"], results["within_subject_accuracy"], results["chance"])
     (results_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     model = fit(x, y)
     rel = f"eeg/{name}_de_linear.onnx"
-    (bundle / "eeg").mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, (torch.from_numpy(x[:1]),), str(bundle / rel), input_names=["de"],
-                      output_names=["probs"], dynamic_axes={"de": {0: "N"}, "probs": {0: "N"}}, opset_version=17,
-                      dynamo=False)
+    export(model, x, bundle / rel)
     split_loso = "leave-one-subject-out over 8 subjects (1 2 3 6 7 8 10 11), 4 s windows, 2 s hop"
     split_within = "within-subject across trials: train on one trial per emotion, test on the other, both ways"
     spec = EncoderSpec(

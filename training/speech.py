@@ -135,16 +135,22 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = SEED) -> nn.Mod
 
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    model.eval()
     return model(torch.from_numpy(x)).argmax(dim=1).numpy()
 
 
-def loso(data: Dataset, epochs: int) -> dict:
-    """Leave-one-speaker-out accuracy and unweighted average recall, per speaker and overall."""
+def loso(data: Dataset, epochs: int, fold_dir: Path) -> dict:
+    """Leave-one-speaker-out accuracy and unweighted average recall, per speaker and overall.
+
+    Each fold's model is exported to ``fold_dir/speaker_<id>.onnx`` so the
+    tests can re-score every held-out speaker through the package.
+    """
     preds = np.empty_like(data.y)
     per_speaker = {}
     for speaker in sorted(set(data.speakers)):
         test = data.speakers == speaker
         model = train(data.x[~test], data.y[~test], epochs)
+        export_onnx(model, fold_dir / f"speaker_{speaker}.onnx", data.x.shape[-1])
         preds[test] = predict(model, data.x[test])
         per_speaker[speaker] = float(np.mean(preds[test] == data.y[test]))
         log.info("speaker %s: %.3f (n=%d)", speaker, per_speaker[speaker], int(test.sum()))
@@ -157,7 +163,9 @@ def loso(data: Dataset, epochs: int) -> dict:
 def export_onnx(model: nn.Module, path: Path, frames: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 1, PARAMS.n_mels, frames)
-    torch.onnx.export(WithSoftmax(model), (dummy,), str(path), input_names=["logmel"], output_names=["probs"],
+    # A fresh wrapper is in training mode, and export restores that mode on exit,
+    # which would flip the wrapped model's BatchNorm and dropout back to training.
+    torch.onnx.export(WithSoftmax(model).eval(), (dummy,), str(path), input_names=["logmel"], output_names=["probs"],
                       dynamic_axes={"logmel": {0: "N", 3: "T"}, "probs": {0: "N"}}, opset_version=17,
                       dynamo=False)
 
@@ -168,22 +176,42 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=root.parent / "shared")
     parser.add_argument("--bundle", type=Path, default=root / "edge_mer" / "assets" / "default_bundle")
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--skip-loso", action="store_true", help="train and export only (reuses no numbers)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(2)
     started = time.monotonic()
     data = load_emodb(args.shared / "data" / "speech" / "emodb")
     log.info("features %s in %.1f s", data.x.shape, time.monotonic() - started)
-    results = loso(data, args.epochs) if not args.skip_loso else None
-    if results:
-        log.info("LOSO accuracy %.4f, mean per speaker %.4f, UAR %.4f", results["accuracy"],
-                 results["mean_speaker_accuracy"], results["uar"])
-        (root / "training" / "results").mkdir(exist_ok=True)
-        (root / "training" / "results" / "speech_loso.json").write_text(json.dumps(results, indent=2) + "\n")
+    results_dir = root / "training" / "results"
+    results = loso(data, args.epochs, results_dir / "speech_folds")
+    log.info("LOSO accuracy %.4f, mean per speaker %.4f, UAR %.4f", results["accuracy"],
+             results["mean_speaker_accuracy"], results["uar"])
+    (results_dir / "speech_loso.json").write_text(json.dumps(results, indent=2) + "\n")
     model = train(data.x, data.y, args.epochs)
-    export_onnx(model, args.bundle / "speech" / "speech_cnn.onnx", data.x.shape[-1])
+    rel = "speech/speech_cnn.onnx"
+    export_onnx(model, args.bundle / rel, data.x.shape[-1])
+    update_encoder(args.bundle, "speech", encoder_spec(args.bundle, rel, results, args.epochs))
     log.info("total %.1f s", time.monotonic() - started)
+
+
+def encoder_spec(bundle: Path, rel: str, results: dict, epochs: int) -> EncoderSpec:
+    per_speaker = ", ".join(f"{k} {v:.3f}" for k, v in results["per_speaker"].items())
+    return EncoderSpec(
+        modality="speech",
+        models={"fp32": file_entry(bundle, rel)},
+        inputs=(TensorInfo("logmel", ("N", 1, PARAMS.n_mels, "T"), layout="NCFT",
+                           description="log-mel (dB, top_db 80) normalised per window and band; T >= 101 frames"),),
+        outputs=(TensorInfo("probs", ("N", len(LABELS)), kind="probs", labels=LABELS),),
+        preprocessing=PARAMS,
+        label_map={label: label for label in LABELS},
+        provenance=Provenance(source=f"training/speech.py (seed {SEED}, {epochs} epochs, all 8 speakers)",
+                              training_data="EMO-DB (Berlin Database of Emotional Speech), speakers 08-15, 415 clips",
+                              licence="weights: MIT; EMO-DB is free for research use"),
+        metrics=(Metric("accuracy", round(results["accuracy"], 4), "EMO-DB 7 classes",
+                        "leave-one-speaker-out over 8 speakers", n=results["n"], notes=f"per speaker: {per_speaker}"),
+                 Metric("uar", round(results["uar"], 4), "EMO-DB 7 classes", "leave-one-speaker-out over 8 speakers",
+                        n=results["n"])),
+        description="Emotion from speech: compact log-mel CNN with mean+std pooling over time (any window >= 1 s).")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ class Bundle:
         m = self.manifest
         lines = [f"bundle {m.name} {m.version} ({m.format}) at {self.root}"]
         for name, enc in m.encoders.items():
-            shapes = "; ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in enc.inputs)
+            shapes = "; ".join(f"{t.name} {t.dtype}[{', '.join(str(d) for d in t.shape)}]" for t in enc.inputs)
             metric = next(iter(enc.metrics), None)
             measured = f", {metric.name} {metric.value:.3f} on {metric.dataset} ({metric.split})" if metric else ""
             lines.append(f"  {name}: {enc.modality}, precisions {'/'.join(enc.models)}, input {shapes}, "
