@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 #: subcommand -> module with ``add_arguments(parser)``, ``run(args) -> int`` and a docstring.
 SUBCOMMANDS: dict[str, str] = {
     "info": "edge_mer.cli.info",
+    "run": "edge_mer.cli.run",
 }
 
 

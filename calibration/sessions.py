@@ -1,0 +1,139 @@
+"""Labelled sessions and held-out bundles built from the datasets in ../shared, for replay evaluation.
+
+A session (format edge-mer-session/1) concatenates segments of one label each:
+CK+48 faces animated into video, EMO-DB clips of one speaker as audio, and
+GU EEG of one subject, so ``edge-mer run --replay DIR --fast`` can be scored
+against the session's labels. :func:`heldout_bundle` swaps encoder files for
+leave-one-out fold models, so the speaker and subject in the session were
+never seen in training.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import soundfile
+
+from edge_mer.bundle.loader import MANIFEST, load_bundle
+from edge_mer.bundle.writer import file_entry, write_manifest
+from edge_mer.errors import InputError
+from edge_mer_calibration.eeg import GU_CHANNELS, GU_RATE
+
+log = logging.getLogger(__name__)
+
+CKPLUS_FOLDERS = {"happy": "happy", "sad": "sadness", "fear": "fear", "angry": "anger", "surprise": "surprise",
+                  "disgust": "disgust"}
+EMODB_LETTERS = {"happy": "F", "sad": "T", "fear": "A", "angry": "W", "disgust": "E", "neutral": "N",
+                 "boredom": "L"}
+GU_LETTERS = {"happy": "H", "sad": "S", "fear": "F"}
+FPS = 15
+FRAME_SIZE = (320, 240)
+
+
+def _video(path: Path, ckplus: Path, labels: Sequence[str], seconds: float) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, FRAME_SIZE)
+    try:
+        for label in labels:
+            images = sorted((ckplus / CKPLUS_FOLDERS[label]).glob("*.png"))
+            for i in range(int(seconds * FPS)):
+                face = cv2.imread(str(images[(i // FPS) % len(images)]), cv2.IMREAD_GRAYSCALE)
+                frame = np.full((FRAME_SIZE[1], FRAME_SIZE[0], 3), 96, np.uint8)
+                big = cv2.cvtColor(cv2.resize(face, (160, 160), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2BGR)
+                frame[40:200, 80:240] = big
+                writer.write(frame)
+    finally:
+        writer.release()
+
+
+def _audio(path: Path, emodb: Path, speaker: str, labels: Sequence[str], seconds: float) -> None:
+    pieces, rate = [], None
+    for label in labels:
+        clips = sorted(p for p in emodb.glob(f"{speaker}*.wav") if p.name[5] == EMODB_LETTERS[label])
+        if not clips:
+            raise InputError(f"EMO-DB has no {label} clip of speaker {speaker}")
+        need, got, i = None, 0, 0
+        while need is None or got < need:
+            data, rate = soundfile.read(str(clips[i % len(clips)]), dtype="float32")
+            need = int(seconds * rate)
+            take = data[: need - got]
+            pieces.append(take)
+            got += len(take)
+            i += 1
+    soundfile.write(str(path), np.concatenate(pieces), rate, subtype="PCM_16")
+
+
+def _eeg(path: Path, gu: Path, subject: str, labels: Sequence[str], seconds: float) -> None:
+    from scipy.io import loadmat
+
+    n = int(seconds * GU_RATE)
+    rows = []
+    for label in labels:
+        matrix = loadmat(str(gu / f"{subject}t1{GU_LETTERS[label]}.mat"))["normalizedMatrix"]
+        if matrix.shape[0] < n:
+            raise InputError(f"{subject} {label}: {matrix.shape[0]} samples, segment needs {n}")
+        rows.append(matrix[:n])
+    data = np.concatenate(rows)
+    times = np.arange(len(data)) / GU_RATE
+    header = "timestamp," + ",".join(GU_CHANNELS)
+    np.savetxt(path, np.column_stack([times, data]), delimiter=",", header=header, comments="", fmt="%.6f")
+
+
+def build_session(shared: Path, out: Path, labels: Sequence[str] = ("happy", "sad", "fear"),
+                  seconds: float = 8.0, speaker: str = "08", subject: str = "sub1") -> Path:
+    """Write a labelled session of ``len(labels)`` segments of ``seconds`` each into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = shared / "data"
+    _video(out / "video.mp4", data / "face" / "ckplus48", labels, seconds)
+    _audio(out / "audio.wav", data / "speech" / "emodb", speaker, labels, seconds)
+    _eeg(out / "eeg.csv", data / "eeg" / "gu", subject, [lb for lb in labels if lb in GU_LETTERS], seconds)
+    session = {"format": "edge-mer-session/1", "video": "video.mp4", "audio": "audio.wav", "eeg": "eeg.csv",
+               "eeg_sampling_rate": GU_RATE,
+               "labels": [{"start": i * seconds, "end": (i + 1) * seconds, "label": lb} for i, lb in enumerate(labels)],
+               "origin": f"CK+48 faces; EMO-DB speaker {speaker}; GU EEG {subject} trial 1"}
+    (out / "session.json").write_text(json.dumps(session, indent=2) + "\n")
+    return out
+
+
+def heldout_bundle(source: Path, out: Path, models: Mapping[str, Path]) -> Path:
+    """A copy of bundle ``source`` whose encoders' fp32 files are replaced by ``models`` (name -> ONNX), rehashed."""
+    bundle = load_bundle(source)
+    shutil.copytree(bundle.root, out)
+    (out / MANIFEST).unlink()
+    encoders = dict(bundle.manifest.encoders)
+    for name, model in models.items():
+        spec = bundle.encoder(name)
+        rel = spec.models["fp32"].path
+        shutil.copyfile(model, out / rel)
+        encoders[name] = replace(spec, models={"fp32": file_entry(out, rel)})
+    write_manifest(out, replace(bundle.manifest, encoders=encoders))
+    return out
+
+
+def score_decisions(decisions: Sequence[Mapping], labels: Sequence[Mapping], skip_s: float = 4.0) -> dict:
+    """Top-1 accuracy of the fused label and of each valid modality against the session labels.
+
+    Decisions in the first ``skip_s`` seconds of a segment are left out, since
+    their windows still hold the previous segment. Returns counts, accuracies
+    and each modality's valid share.
+    """
+    fused_hits, n, per = 0, 0, {}
+    for d in decisions:
+        segment = next((s for s in labels if s["start"] + skip_s <= d["t"] < s["end"]), None)
+        if segment is None:
+            continue
+        n += 1
+        fused_hits += d["label"] == segment["label"]
+        for modality, result in d["modalities"].items():
+            stats = per.setdefault(modality, {"valid": 0, "hits": 0})
+            if result["valid"]:
+                stats["valid"] += 1
+                stats["hits"] += result["label"] == segment["label"]
+    modalities = {m: {"accuracy": s["hits"] / s["valid"] if s["valid"] else None, "valid_share": s["valid"] / n,
+                      "valid": s["valid"]} for m, s in per.items()}
+    return {"decisions": n, "fused_accuracy": fused_hits / n if n else None, "modalities": modalities}

@@ -1,0 +1,113 @@
+"""Run the daemon: sensors or a replayed session -> encoders -> fused decisions -> outputs.
+
+Flags override the TOML file given with --config; each flag sets exactly one
+configuration field (shown in its help as [field]).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from edge_mer.bundle import default_bundle_path, load_bundle
+from edge_mer.config import from_dict
+from edge_mer.errors import ConfigError, EdgeMerError
+from edge_mer.pipeline.config import RunConfig
+from edge_mer.pipeline.session_run import build_daemon, demo_session_path
+
+log = logging.getLogger(__name__)
+
+# flag, configuration field, type ("flag" = sets True, "no" = sets False), help
+FLAGS: tuple[tuple[str, str, Any, str], ...] = (
+    ("--rate-hz", "rate_hz", float, "decisions per second (default 2)"),
+    ("--precision", "precision", str, "fp32, fp16, int8 or auto for every encoder"),
+    ("--bundle", "bundle", str, "model bundle directory (default: the bundle shipped in the package)"),
+    ("--duration-s", "duration_s", float, "stop after this many seconds (0 = until stopped)"),
+    ("--replay", "replay", str, "replay this session directory instead of reading sensors"),
+    ("--fast", "fast", "flag", "with --replay: as fast as possible, decisions on the session clock, then exit"),
+    ("--record", "record", str, "record the sensors into this new session directory (opt-in; off by default)"),
+    ("--backend", "backend.name", str, "auto, onnxruntime or tensorrt"),
+    ("--threads", "backend.onnxruntime.intra_op_threads", int, "ONNX Runtime intra-op threads (0 = default)"),
+    ("--jsonl", "outputs.jsonl", str, "decisions as JSON lines: - (stdout), a file, or '' (off)"),
+    ("--http", "outputs.http.enabled", "flag", "serve /healthz /metrics /state and the /ws WebSocket"),
+    ("--http-host", "outputs.http.host", str, "HTTP bind address (default 127.0.0.1)"),
+    ("--http-port", "outputs.http.port", int, "HTTP port (default 8765)"),
+    ("--lsl", "outputs.lsl.enabled", "flag", "publish decisions on a Lab Streaming Layer outlet"),
+    ("--no-face", "face.enabled", "no", "disable the face modality"),
+    ("--no-speech", "speech.enabled", "no", "disable the speech modality"),
+    ("--no-eeg", "eeg.enabled", "no", "disable the EEG modality"),
+    ("--camera", "face.camera.device", str, "camera index, video file, RTSP URL or GStreamer pipeline"),
+    ("--face-detector", "face.detector.kind", str, "haar or yunet"),
+    ("--face-detector-model", "face.detector.model_path", str, "YuNet .onnx file"),
+    ("--microphone", "speech.microphone.device", str, "input device index or name substring"),
+    ("--audio-file", "speech.microphone.file", str, "read speech from this WAV file instead of a microphone"),
+    ("--board", "eeg.board.board", str, "BrainFlow board name or id (default SYNTHETIC_BOARD)"),
+    ("--serial-port", "eeg.board.serial_port", str, "BrainFlow serial port (e.g. /dev/ttyUSB0 for a Cyton)"),
+    ("--fusion-rule", "fusion.rule", str, "weighted_mean, log_linear or learned"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    for flag, key, kind, text in FLAGS:
+        help_text = f"{text} [{key}]"
+        if kind == "flag":
+            parser.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=help_text)
+        elif kind == "no":
+            parser.add_argument(flag, dest=key, action="store_const", const=False, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=key, type=kind, default=None, help=help_text)
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = tree.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{part} must be a table in the configuration")
+        tree = node
+    tree[leaf] = value
+
+
+def load_config(args: argparse.Namespace) -> RunConfig:
+    """The TOML file (if any) with the flags applied on top, validated once."""
+    data: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            data = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {args.config} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {args.config} is not valid TOML: {exc}") from None
+    for _, key, _, _ in FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            _set(data, key, value)
+    return from_dict(RunConfig, data)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    bundle = load_bundle(config.bundle or default_bundle_path())
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    explicit = args.config is not None or config.replay is not None
+    started = time.monotonic()
+    with build_daemon(config, bundle, allow_demo=not explicit) as daemon:
+        daemon.run(stop)
+    log.info("stopped after %.1f s", time.monotonic() - started)
+    return 0
+
+
+__all__ = ["add_arguments", "run", "load_config", "demo_session_path", "EdgeMerError"]

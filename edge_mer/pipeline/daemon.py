@@ -1,0 +1,163 @@
+"""The daemon loop: source threads fill buffers, ticks make decisions, sinks receive them.
+
+Live and real-time replay run one pump thread per source and tick on
+``time.monotonic_ns()``; fast replay runs in one thread, merging the streams
+in time order and ticking on the session clock, so its output is
+deterministic. A source that fails or ends marks its modality invalid with
+the reason while the others go on.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_mer.errors import EdgeMerError
+from edge_mer.pipeline.runners import ModalityRunner
+from edge_mer.pipeline.scheduler import Scheduler
+from edge_mer.sinks.base import Sink
+from edge_mer.sources.base import Chunk, Source
+
+log = logging.getLogger(__name__)
+
+ChunkHook = Callable[[str, Chunk], None]
+
+
+@dataclass
+class SourceState:
+    """What /healthz shows about one source."""
+
+    state: str = "running"
+    error: str | None = None
+    chunks: int = 0
+    last_chunk_ns: int | None = None
+
+    def to_json(self, now_ns: int) -> dict[str, Any]:
+        age = None if self.last_chunk_ns is None else round((now_ns - self.last_chunk_ns) / 1e9, 3)
+        return {"state": self.state, "error": self.error, "chunks": self.chunks, "last_chunk_age_s": age}
+
+
+class Pump(threading.Thread):
+    """Moves one source's chunks into its runner's buffer (and the recorder), recording failures."""
+
+    def __init__(self, modality: str, source: Source, runner: ModalityRunner, state: SourceState,
+                 hook: ChunkHook | None) -> None:
+        super().__init__(name=f"edge-mer-{modality}", daemon=True)
+        self.modality, self.source, self.runner, self.state, self.hook = modality, source, runner, state, hook
+
+    def run(self) -> None:
+        try:
+            for chunk in self.source:
+                self.runner.buffer.push(chunk)
+                self.state.chunks += 1
+                self.state.last_chunk_ns = chunk.t_ns
+                if self.hook is not None:
+                    self.hook(self.modality, chunk)
+        except EdgeMerError as exc:
+            self.state.state, self.state.error = "failed", str(exc)
+            self.runner.failure = f"sensor failed: {exc}"
+            log.error("%s source failed: %s", self.modality, exc)
+            return
+        if self.state.state == "running":
+            self.state.state = "ended"
+            self.runner.failure = "source ended"
+            log.info("%s source ended", self.modality)
+
+
+@dataclass
+class Daemon:
+    """Runs ``scheduler`` over ``sources`` until stopped, the duration passes, or every source has ended."""
+
+    scheduler: Scheduler
+    sources: dict[str, Source]
+    runners: dict[str, ModalityRunner]
+    sinks: list[Sink]
+    rate_hz: float
+    duration_s: float = 0.0
+    clock_offset_ns: int | None = None  # replay: daemon time of session t = 0
+    hook: ChunkHook | None = None
+    states: dict[str, SourceState] = field(default_factory=dict)
+    started_ns: int = field(default_factory=time.monotonic_ns)
+
+    def __post_init__(self) -> None:
+        self.states = {m: SourceState() for m in self.sources}
+
+    def health(self, now_ns: int) -> dict[str, Any]:
+        sources = {m: s.to_json(now_ns) for m, s in self.states.items()}
+        ok = all(s.state == "running" for s in self.states.values())
+        return {"status": "ok" if ok else "degraded", "sources": sources, "decisions": self.scheduler.decisions,
+                "uptime_s": round((now_ns - self.started_ns) / 1e9, 3)}
+
+    def _emit(self, now_ns: int, t: float) -> None:
+        decision = self.scheduler.tick(now_ns, t)
+        health = self.health(time.monotonic_ns() if self.clock_offset_ns != 0 else now_ns)
+        for sink in self.sinks:
+            sink.emit(decision)
+            sink.health(health)
+
+    def run_live(self, stop: threading.Event) -> None:
+        """Pump threads plus ticks on the monotonic clock (live sensors or real-time replay)."""
+        pumps = [Pump(m, s, self.runners[m], self.states[m], self.hook) for m, s in self.sources.items()]
+        for pump in pumps:
+            pump.start()
+        period = int(1e9 / self.rate_hz)
+        start = time.monotonic_ns()
+        deadline = start + int(self.duration_s * 1e9) if self.duration_s else None
+        next_tick = start + period
+        try:
+            while not stop.is_set():
+                wait = (next_tick - time.monotonic_ns()) / 1e9
+                if wait > 0 and stop.wait(wait):
+                    break
+                now = time.monotonic_ns()
+                t = (now - self.clock_offset_ns) / 1e9 if self.clock_offset_ns is not None else now / 1e9
+                self._emit(now, t)
+                next_tick += period * max(1, (now - next_tick) // period + 1)  # skip ticks we were too late for
+                if deadline is not None and now >= deadline:
+                    break
+                if all(not p.is_alive() for p in pumps) and self.clock_offset_ns is not None:
+                    log.info("replay finished")
+                    break
+        finally:
+            self._stop_sources(pumps)
+
+    def _stop_sources(self, pumps: list[Pump]) -> None:
+        for modality, source in self.sources.items():
+            if self.states[modality].state == "running":
+                self.states[modality].state = "stopped"
+            source.close()
+        for pump in pumps:
+            pump.join(timeout=1.0)
+            if pump.is_alive():
+                log.warning("%s source did not stop within 1 s", pump.modality)
+
+    def run_fast(self, stop: threading.Event) -> None:
+        """Fast replay: one thread, streams merged by time, ticks on the session clock (t = 0 at start)."""
+        period = int(1e9 / self.rate_hz)
+        next_tick = period
+        last = 0
+        for modality, chunk in heapq.merge(*(self._tagged(m, s) for m, s in self.sources.items()),
+                                           key=lambda mc: mc[1].t_ns):
+            while next_tick <= chunk.t_ns and not stop.is_set():
+                self._emit(next_tick, next_tick / 1e9)
+                next_tick += period
+            if stop.is_set():
+                break
+            self.runners[modality].buffer.push(chunk)
+            state = self.states[modality]
+            state.chunks, state.last_chunk_ns = state.chunks + 1, chunk.t_ns
+            last = chunk.t_ns
+        while next_tick <= last and not stop.is_set():
+            self._emit(next_tick, next_tick / 1e9)
+            next_tick += period
+        for modality, source in self.sources.items():
+            source.close()
+
+    def _tagged(self, modality: str, source: Source) -> Iterator[tuple[str, Chunk]]:
+        for chunk in source:
+            yield modality, chunk
+        self.states[modality].state = "ended"

@@ -1,0 +1,63 @@
+"""One decision per tick: every modality's window through its encoder, then fusion and smoothing."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edge_mer.bundle.labels import CANONICAL_LABELS
+from edge_mer.bundle.schema import AffectSpace
+from edge_mer.errors import EdgeMerError
+from edge_mer.fusion.affect import valence_arousal
+from edge_mer.fusion.rules import FusionRule
+from edge_mer.fusion.smoothing import EmaSmoother
+from edge_mer.pipeline.results import ModalityResult
+from edge_mer.pipeline.runners import ModalityRunner
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Turns the buffers' newest windows into decisions (JSON-ready dicts of the decision format)."""
+
+    def __init__(self, runners: Sequence[ModalityRunner], rule: FusionRule, weights: Mapping[str, float],
+                 smoother: EmaSmoother, affect: AffectSpace, failures: Mapping[str, str] | None = None) -> None:
+        self.runners = list(runners)
+        # Modalities whose sensor never opened: reported invalid in every decision.
+        self.failures = dict(failures or {})
+        self.rule = rule
+        self.weights = dict(weights)
+        self.smoother = smoother
+        self.affect = affect
+        self.decisions = 0
+
+    def _run(self, runner: ModalityRunner, now_ns: int) -> ModalityResult:
+        try:
+            return runner.run(now_ns)
+        except EdgeMerError as exc:
+            # A bad window or a backend hiccup costs this modality one decision, not the daemon.
+            log.warning("%s: %s", runner.name, exc)
+            return ModalityResult.invalid(runner.modality, runner.name, f"error: {exc}")
+
+    def tick(self, now_ns: int, t: float) -> dict[str, Any]:
+        """The decision for the windows ending at ``now_ns`` (daemon clock), stamped ``t`` seconds."""
+        started = time.perf_counter()
+        results = [self._run(r, now_ns) for r in self.runners]
+        results += [ModalityResult.invalid(m, m, f"sensor failed: {e}") for m, e in self.failures.items()]
+        fused = self.rule.fuse(results, self.weights)
+        probs = self.smoother.update(fused, t)
+        if probs is None:
+            # No modality has ever been valid: no evidence, stated as a uniform estimate.
+            probs = {label: 1.0 / len(CANONICAL_LABELS) for label in CANONICAL_LABELS}
+        valence, arousal = valence_arousal(probs, self.affect)
+        self.decisions += 1
+        return {
+            "t": round(t, 6),
+            "label": max(probs, key=probs.get),
+            "probs": {k: round(v, 6) for k, v in probs.items()},
+            "valence": round(valence, 6),
+            "arousal": round(arousal, 6),
+            "modalities": {r.modality: r.to_json() for r in results},
+            "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
+        }

@@ -1,0 +1,124 @@
+"""Assembling a daemon run: sources (sensors, replay or the demo), runners, fusion, sinks, recorder."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_mer.bundle.loader import Bundle
+from edge_mer.errors import EdgeMerError, SensorError
+from edge_mer.pipeline.assembly import build_fusion, build_runner, live_sources
+from edge_mer.pipeline.config import RunConfig
+from edge_mer.pipeline.daemon import Daemon, SourceState
+from edge_mer.pipeline.scheduler import Scheduler
+from edge_mer.sources.base import Chunk, Source
+
+log = logging.getLogger(__name__)
+
+
+def demo_session_path() -> Path:
+    """The short demo session shipped in the package (replayed when no camera or microphone is found)."""
+    return Path(__file__).resolve().parent.parent / "assets" / "demo_session"
+
+
+@dataclass
+class Run:
+    """A daemon ready to run, in live/real-time or fast mode."""
+
+    daemon: Daemon
+    fast: bool
+
+    def run(self, stop: threading.Event) -> None:
+        if self.fast:
+            self.daemon.run_fast(stop)
+        else:
+            self.daemon.run_live(stop)
+
+
+def _enabled(config: RunConfig) -> set[str]:
+    return {m for m, c in (("face", config.face), ("speech", config.speech), ("eeg", config.eeg)) if c.enabled}
+
+
+def _replay(path: Path, config: RunConfig, fast: bool) -> tuple[dict[str, Source], int]:
+    from edge_mer.sessions.format import load_session
+    from edge_mer.sessions.replay import replay_sources
+
+    # Real time: session t = 0 a little after now, so the first chunks are not already late.
+    offset = 0 if fast else time.monotonic_ns() + 50_000_000
+    sources = replay_sources(load_session(path), pace=not fast, clock_offset_ns=offset)
+    return {m: s for m, s in sources.items() if m in _enabled(config)}, offset
+
+
+def _open_all(sources: dict[str, Source], stack: contextlib.ExitStack) -> dict[str, str]:
+    """Open every source; a sensor that cannot open is reported, not fatal. Returns modality -> error."""
+    failed = {}
+    for modality, source in list(sources.items()):
+        try:
+            stack.enter_context(source)
+        except SensorError as exc:
+            log.error("%s source cannot open: %s", modality, exc)
+            failed[modality] = str(exc)
+            del sources[modality]
+    return failed
+
+
+def _choose_sources(config: RunConfig, allow_demo: bool, stack: contextlib.ExitStack
+                    ) -> tuple[dict[str, Source], int | None, dict[str, str]]:
+    if config.replay is not None:
+        sources, offset = _replay(config.replay, config, config.fast)
+        return sources, offset, _open_all(sources, stack)
+    sources = live_sources(config)
+    with contextlib.ExitStack() as trial:
+        failed = _open_all(sources, trial)
+        if allow_demo and ({"face", "speech"} & set(failed)):
+            log.warning("no camera or microphone found (%s); replaying the demo session %s instead",
+                        "; ".join(f"{m}: {e}" for m, e in failed.items()), demo_session_path())
+            print(f"edge-mer: no camera or microphone found; replaying the demo session {demo_session_path()}",
+                  flush=True)
+            trial.close()
+            sources, offset = _replay(demo_session_path(), config, fast=False)
+            return sources, offset, _open_all(sources, stack)
+        stack.push(trial.pop_all())
+    return sources, None, failed
+
+
+@contextlib.contextmanager
+def build_daemon(config: RunConfig, bundle: Bundle, *, allow_demo: bool = False) -> Iterator[Run]:
+    """Everything opened for one run; closed (sources, sinks, recorder, backends) on exit."""
+    from edge_mer.sinks.registry import build_sinks
+
+    with contextlib.ExitStack() as stack:
+        sources, offset, failed = _choose_sources(config, allow_demo, stack)
+        if not sources and not failed:
+            raise EdgeMerError("nothing to run: every modality is disabled or the session has no files")
+        runners = {m: build_runner(m, config, bundle, s.info) for m, s in sources.items()}
+        for runner in runners.values():
+            stack.callback(runner.backend.close)
+        rule, weights, smoother = build_fusion(config, bundle, [r.name for r in runners.values()])
+        scheduler = Scheduler(list(runners.values()), rule, weights, smoother, bundle.manifest.affect,
+                              failures=failed)
+        sinks = [stack.enter_context(sink) for sink in build_sinks(config.outputs)]
+        hook = _recorder_hook(config, sources, stack) if config.record is not None else None
+        daemon = Daemon(scheduler, sources, runners, sinks, config.rate_hz, config.duration_s, offset, hook)
+        for modality, error in failed.items():
+            daemon.states[modality] = SourceState("failed", error)
+        yield Run(daemon, fast=config.fast)
+
+
+def _recorder_hook(config: RunConfig, sources: dict[str, Source], stack: contextlib.ExitStack):
+    from edge_mer.sessions.record import SessionRecorder
+
+    recorder = stack.enter_context(SessionRecorder(config.record))
+    lock = threading.Lock()
+    infos = {m: s.info for m, s in sources.items()}
+    log.info("recording raw sensor data to %s", config.record)
+
+    def hook(modality: str, chunk: Chunk) -> None:
+        with lock:
+            recorder.add(modality, chunk, infos[modality])
+
+    return hook

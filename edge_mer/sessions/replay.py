@@ -1,0 +1,354 @@
+"""Replay a recorded session as :class:`~edge_mer.sources.base.Source` objects, one per modality.
+
+Each source turns a session time ``t`` (seconds from the session start) into
+``chunk.t_ns = clock_offset_ns + int(t * 1e9)`` and puts ``t`` in
+``chunk.meta["session_t"]``:
+
+* :class:`VideoReplaySource` (``"face"``): one BGR uint8 frame per chunk,
+  ``t = index / fps`` (fps from the container; a file without one is refused).
+* :class:`AudioReplaySource` (``"speech"``): float32 mono chunks of ``chunk_ms``
+  (20 ms) at the file's own rate, mixed down as
+  :func:`~edge_mer.preprocess.audio.to_mono` does; ``t`` is the time of the
+  chunk's newest sample, ``(index of that sample) / rate``; the last chunk may
+  be shorter.
+* :class:`EegReplaySource` (``"eeg"``): float64 ``[channels, n]`` chunks of
+  about 0.1 s, channels named by the CSV header; ``t`` is the ``timestamp`` of
+  the newest row when the column exists, else its index / rate. The rate is
+  ``eeg_sampling_rate`` or, without it, ``1 / median interval`` of the first
+  2,048 timestamps (rounded to 1e-6 Hz). A first timestamp above 1e6 s is
+  refused as an epoch time (session times count from the session start).
+
+``pace=False`` (fast replay) never sleeps; every stream yields chunks in
+non-decreasing ``t_ns``, so ``heapq.merge(*sources, key=lambda c: c.t_ns)``
+interleaves them in session order. ``pace=True`` sleeps until
+``time.monotonic_ns() >= chunk.t_ns`` before yielding each chunk, which is
+real time when ``clock_offset_ns`` is the ``monotonic_ns()`` of the replay
+start (the default when pacing). :meth:`close` (from any thread) ends a
+running iteration at the next chunk, or at once while it is sleeping; the file
+is released by the iterating thread.
+
+Errors opening or decoding a file raise :class:`~edge_mer.errors.SensorError`
+naming the file.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edge_mer.errors import ConfigError, InputError, SensorError
+from edge_mer.preprocess.audio import to_mono
+from edge_mer.sessions.format import Session, load_session, read_eeg_header
+from edge_mer.sources.base import Chunk, Source, StreamInfo
+
+log = logging.getLogger(__name__)
+
+EEG_CHUNK_S = 0.1
+_RATE_PREFIX_ROWS = 2048
+_MAX_SESSION_S = 1e6  # a first timestamp above this is an epoch time, not seconds from the session start
+
+
+class _ReplaySource(Source):
+    """Shared pacing, stop flag and timestamping of the replay sources."""
+
+    key: ClassVar[str]
+
+    def __init__(self, session: Session | str | Path, *, clock_offset_ns: int | None = None,
+                 pace: bool = False) -> None:
+        super().__init__()
+        if not isinstance(pace, bool):
+            raise ConfigError(f"pace={pace!r}: expected true or false")
+        if clock_offset_ns is not None and (not isinstance(clock_offset_ns, int) or isinstance(clock_offset_ns, bool)):
+            raise ConfigError(f"clock_offset_ns={clock_offset_ns!r}: expected an integer (nanoseconds) or None")
+        self.session = session if isinstance(session, Session) else load_session(session)
+        path = self.session.path(self.key)
+        if path is None:
+            raise ConfigError(f"session {self.session.root} has no {self.key!r} file to replay")
+        self.path: Path = path
+        self.pace = pace
+        self._offset_arg = clock_offset_ns
+        self.clock_offset_ns = 0 if clock_offset_ns is None else clock_offset_ns
+        self._stop = threading.Event()
+
+    def open(self) -> None:
+        self._stop.clear()
+        if self._offset_arg is None:
+            self.clock_offset_ns = time.monotonic_ns() if self.pace else 0
+        self._info = self._probe()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        if self._info is None:
+            raise SensorError(f"{self.kind} source for {self.path} is not open (use it in a with block)")
+        return self._chunks()
+
+    def _probe(self) -> StreamInfo:
+        raise NotImplementedError
+
+    def _chunks(self) -> Iterator[Chunk]:
+        raise NotImplementedError
+
+    def _deliver(self, session_t: float, data: np.ndarray, meta: dict[str, Any]) -> Chunk | None:
+        """The chunk for ``session_t``, after sleeping until its time when pacing; None once closed."""
+        t_ns = self.clock_offset_ns + int(session_t * 1e9)
+        if self.pace:
+            while (remaining := t_ns - time.monotonic_ns()) > 0:
+                if self._stop.wait(remaining / 1e9):
+                    return None
+        if self._stop.is_set():
+            return None
+        return Chunk(t_ns, data, {"session_t": session_t, **meta})
+
+
+class VideoReplaySource(_ReplaySource):
+    """Frames of the session's video, one per chunk at ``index / fps``."""
+
+    kind = "replay-video"
+    key = "video"
+
+    def _probe(self) -> StreamInfo:
+        import cv2
+
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            if not cap.isOpened():
+                raise SensorError(f"video {self.path}: OpenCV cannot open it (expected a video file such as MP4)")
+            fps = float(cap.get(cv2.CAP_PROP_FPS))
+            width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        finally:
+            cap.release()
+        if not math.isfinite(fps) or fps <= 0:
+            raise SensorError(f"video {self.path}: frame rate {fps} is unusable (expected fps > 0 in the file)")
+        self.fps = fps
+        return StreamInfo("face", fps, description=f"replay of {self.path.name}: {width}x{height}, "
+                          f"{fps:g} fps, ~{frames} frames")
+
+    def _chunks(self) -> Iterator[Chunk]:
+        import cv2
+
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise SensorError(f"video {self.path}: OpenCV cannot open it")
+        try:
+            index = 0
+            while not self._stop.is_set():
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                chunk = self._deliver(index / self.fps, frame, {"frame_index": index})
+                if chunk is None:
+                    break
+                yield chunk
+                index += 1
+        finally:
+            cap.release()
+
+
+class AudioReplaySource(_ReplaySource):
+    """The session's audio as float32 mono chunks of ``chunk_ms`` at the file's own rate."""
+
+    kind = "replay-audio"
+    key = "audio"
+
+    def __init__(self, session: Session | str | Path, *, clock_offset_ns: int | None = None,
+                 pace: bool = False, chunk_ms: float = 20.0) -> None:
+        super().__init__(session, clock_offset_ns=clock_offset_ns, pace=pace)
+        if isinstance(chunk_ms, bool) or not isinstance(chunk_ms, (int, float)) or not 0 < chunk_ms <= 10_000:
+            raise ConfigError(f"chunk_ms={chunk_ms!r}: expected a number of milliseconds in (0, 10000]")
+        self.chunk_ms = float(chunk_ms)
+
+    def _probe(self) -> StreamInfo:
+        import soundfile as sf
+
+        try:
+            info = sf.info(str(self.path))
+        except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError derives from RuntimeError
+            raise SensorError(f"audio {self.path}: cannot read it ({exc}); expected a WAV file") from None
+        if info.samplerate <= 0 or info.channels <= 0:
+            raise SensorError(f"audio {self.path}: rate {info.samplerate} Hz, {info.channels} channels is unusable")
+        self.rate = int(info.samplerate)
+        self.chunk_samples = max(1, round(self.rate * self.chunk_ms / 1000.0))
+        return StreamInfo("speech", float(self.rate), description=f"replay of {self.path.name}: {self.rate} Hz, "
+                          f"{info.channels} channel(s), {info.subtype}, {info.frames} samples")
+
+    def _chunks(self) -> Iterator[Chunk]:
+        import soundfile as sf
+
+        try:
+            handle = sf.SoundFile(str(self.path))
+        except (RuntimeError, OSError) as exc:
+            raise SensorError(f"audio {self.path}: cannot read it ({exc})") from None
+        with handle:
+            done = 0  # samples delivered before this chunk
+            while not self._stop.is_set():
+                block = handle.read(self.chunk_samples, dtype="float64", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                try:
+                    mono = _mono(block)
+                except InputError as exc:
+                    raise SensorError(f"audio {self.path} at sample {done}: {exc}") from None
+                newest = done + block.shape[0] - 1
+                chunk = self._deliver(newest / self.rate, mono, {"sample_index": newest})
+                if chunk is None:
+                    break
+                yield chunk
+                done += block.shape[0]
+
+
+def _mono(block: np.ndarray) -> np.ndarray:
+    """``to_mono`` of a ``[n, channels]`` float64 block (soundfile scales PCM exactly as to_mono does)."""
+    if block.shape[1] == 1:
+        return to_mono(block[:, 0])
+    if block.shape[0] < block.shape[1]:  # to_mono would read a tiny tail as [channels, n]
+        if not np.isfinite(block).all():
+            raise InputError("audio contains NaN/Inf samples")
+        return block.mean(axis=1).astype(np.float32)
+    return to_mono(block)
+
+
+class EegReplaySource(_ReplaySource):
+    """The session's EEG CSV as float64 ``[channels, n]`` chunks of about 0.1 s."""
+
+    kind = "replay-eeg"
+    key = "eeg"
+
+    def _probe(self) -> StreamInfo:
+        try:
+            channels, ts_col = read_eeg_header(self.path)
+        except ConfigError as exc:
+            raise SensorError(str(exc)) from None
+        self.channels, self.ts_col = channels, ts_col
+        self._columns = [i for i in range(len(channels) + (ts_col is not None)) if i != ts_col]
+        rate = self.session.eeg_sampling_rate
+        source = "eeg_sampling_rate"
+        if ts_col is not None:
+            stamps = [t for t, _ in self._rows(limit=_RATE_PREFIX_ROWS)]
+            if stamps and abs(stamps[0]) > _MAX_SESSION_S:
+                raise SensorError(f"eeg {self.path}: first timestamp {stamps[0]:.6g} s looks like an epoch time; "
+                                  "expected seconds from the session start (subtract the first timestamp)")
+            if rate is None:
+                steps = [b - a for a, b in zip(stamps, stamps[1:])]
+                step = statistics.median(steps) if steps else 0.0
+                if not step > 0:
+                    raise SensorError(f"eeg {self.path}: cannot derive the sampling rate from {len(stamps)} "
+                                      "timestamps (expected increasing times); set eeg_sampling_rate")
+                rate, source = round(1.0 / step, 6), "timestamps"  # 249.99999999999977 -> 250.0
+        if rate is None:
+            raise SensorError(f"eeg {self.path}: no timestamp column and no eeg_sampling_rate in session.json")
+        self.rate = float(rate)
+        self.chunk_samples = max(1, round(self.rate * EEG_CHUNK_S))
+        return StreamInfo("eeg", self.rate, channel_names=channels,
+                          description=f"replay of {self.path.name}: {len(channels)} channels at "
+                                      f"{self.rate:g} Hz (from {source})")
+
+    def _rows(self, limit: int | None = None) -> Iterator[tuple[float | None, list[float]]]:
+        """(timestamp or None, channel values) per data row, validated; stops after ``limit`` rows."""
+        width = len(self.channels) + (self.ts_col is not None)
+        count = 0
+        try:
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                reader = csv.reader(fh)
+                next(reader, None)
+                for row in reader:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue
+                    if limit is not None and count >= limit:
+                        return
+                    line = reader.line_num
+                    if len(row) != width:
+                        raise SensorError(f"eeg {self.path} line {line}: {len(row)} values, expected {width} "
+                                          "(one per header column)")
+                    try:
+                        values = [float(v) for v in row]
+                    except ValueError:
+                        bad = next(v for v in row if not _is_number_text(v))
+                        raise SensorError(f"eeg {self.path} line {line}: {bad!r} is not a number") from None
+                    stamp = None
+                    if self.ts_col is not None:
+                        stamp = values[self.ts_col]
+                        if not math.isfinite(stamp):
+                            raise SensorError(f"eeg {self.path} line {line}: timestamp {stamp} is not finite")
+                        values = [values[i] for i in self._columns]
+                    count += 1
+                    yield stamp, values
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise SensorError(f"eeg {self.path}: cannot read it ({exc})") from None
+
+    def _chunks(self) -> Iterator[Chunk]:
+        buffer: list[list[float]] = []
+        index = -1  # index of the newest row read
+        last_stamp = -math.inf
+        stamp: float | None = None
+        rows = self._rows()
+        try:
+            for stamp, values in rows:
+                index += 1
+                if stamp is not None:
+                    if stamp < last_stamp:
+                        raise SensorError(f"eeg {self.path} row {index + 1}: timestamp {stamp} is earlier than the "
+                                          f"previous {last_stamp}; expected non-decreasing times")
+                    last_stamp = stamp
+                buffer.append(values)
+                if len(buffer) == self.chunk_samples:
+                    chunk = self._emit(buffer, index, stamp)
+                    if chunk is None:
+                        return
+                    yield chunk
+                    buffer = []
+                if self._stop.is_set():
+                    return
+            if buffer and (chunk := self._emit(buffer, index, stamp)) is not None:
+                yield chunk
+        finally:
+            rows.close()
+
+    def _emit(self, buffer: list[list[float]], index: int, stamp: float | None) -> Chunk | None:
+        data = np.asarray(buffer, dtype=np.float64).T.copy()
+        t = stamp if stamp is not None else index / self.rate
+        return self._deliver(t, data, {"sample_index": index})
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+SOURCES: dict[str, type[_ReplaySource]] = {
+    "face": VideoReplaySource, "speech": AudioReplaySource, "eeg": EegReplaySource}
+
+
+def replay_sources(session: Session | str | Path, *, pace: bool, clock_offset_ns: int | None = None,
+                   audio_chunk_ms: float = 20.0) -> dict[str, Source]:
+    """One unopened replay source per modality with a file: ``{"face"?, "speech"?, "eeg"?}``.
+
+    All sources share one ``clock_offset_ns``; when None it is
+    ``time.monotonic_ns()`` now if ``pace`` (replay in real time from now),
+    else 0 (``t_ns`` is the session time in nanoseconds).
+    """
+    if not isinstance(session, Session):
+        session = load_session(session)
+    if clock_offset_ns is None:
+        clock_offset_ns = time.monotonic_ns() if pace else 0
+    out: dict[str, Source] = {}
+    for modality in session.modalities:
+        if modality == "speech":
+            out[modality] = AudioReplaySource(session, clock_offset_ns=clock_offset_ns, pace=pace,
+                                              chunk_ms=audio_chunk_ms)
+        else:
+            out[modality] = SOURCES[modality](session, clock_offset_ns=clock_offset_ns, pace=pace)
+    return out

@@ -1,0 +1,100 @@
+"""JSON Lines output: one compact JSON object per decision, to stdout or a file.
+
+``target`` is ``"-"`` for standard output (each line is flushed at once, and
+stdout is never closed) or a file path opened in append mode, so restarting
+the daemon extends the same log. The file is line-buffered: ``tail -f`` sees
+every decision as it is written.
+
+:func:`dumps_decision` is the one serialisation of a decision shared by every
+sink: compact separators, UTF-8 kept as is, and strict JSON (a non-finite
+float such as ``NaN`` becomes ``null`` instead of producing invalid JSON).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, ClassVar, TextIO
+
+from edge_mer.errors import ConfigError
+from edge_mer.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+STDOUT = "-"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, +-inf) replaced by ``None``, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps_decision(decision: dict[str, Any]) -> str:
+    """Serialise one decision (or health status) as one line of strict, compact JSON (no newline)."""
+    try:
+        return json.dumps(decision, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        # Only reached when a float is NaN or infinite: rare, so the copy is cheap enough.
+        return json.dumps(_finite(decision), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class JsonlSink(Sink):
+    """Writes each decision as one line of JSON to stdout (``"-"``) or appends it to a file."""
+
+    kind: ClassVar[str] = "jsonl"
+
+    def __init__(self, target: str) -> None:
+        if not target:
+            raise ConfigError("outputs.jsonl: expected '-' (stdout) or a file path, got an empty string")
+        self.target = target
+        self._stream: TextIO | None = None
+        self._owned = False
+        self.lines = 0
+
+    def open(self) -> None:
+        """Bind to stdout or open the file for appending; a missing directory is a :class:`ConfigError`."""
+        if self._stream is not None:
+            return
+        if self.target == STDOUT:
+            self._stream, self._owned = sys.stdout, False
+            return
+        path = Path(self.target).expanduser()
+        if path.is_dir():
+            raise ConfigError(f"outputs.jsonl: {str(path)!r} is a directory, expected a file path")
+        if not path.parent.is_dir():
+            raise ConfigError(f"outputs.jsonl: directory {str(path.parent)!r} does not exist "
+                              f"(expected a file path in an existing directory, or '-' for stdout)")
+        try:
+            self._stream = path.open("a", encoding="utf-8", buffering=1)
+        except OSError as exc:
+            raise ConfigError(f"outputs.jsonl: cannot open {str(path)!r} for appending: "
+                              f"{exc.strerror or exc}") from exc
+        self._owned = True
+        log.info("writing decisions to %s", path)
+
+    def emit(self, decision: dict[str, Any]) -> None:
+        """Write ``decision`` as one line and flush it."""
+        if self._stream is None:
+            raise RuntimeError("JsonlSink.emit() called before open() or after close()")
+        self._stream.write(dumps_decision(decision) + "\n")
+        self._stream.flush()
+        self.lines += 1
+
+    def close(self) -> None:
+        """Flush; close the file (never stdout). Idempotent."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        try:
+            stream.flush()
+        finally:
+            if self._owned:
+                stream.close()

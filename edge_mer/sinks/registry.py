@@ -1,0 +1,56 @@
+"""Build the sinks an :class:`~edge_mer.pipeline.config.OutputsConfig` asks for.
+
+:data:`SINKS` maps each output name (the key under ``[outputs]``) to its sink
+class and a predicate saying whether the configuration enables it, so adding an
+output is one entry here. Building a sink imports nothing optional: aiohttp,
+prometheus_client and pylsl are loaded by the sinks' ``open``.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edge_mer.pipeline.config import OutputsConfig
+from edge_mer.sinks.base import Sink
+from edge_mer.sinks.http import HttpSink
+from edge_mer.sinks.jsonl import JsonlSink
+from edge_mer.sinks.lsl import LslSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SinkEntry:
+    """How to build one output: its class, whether it is enabled, and its constructor argument."""
+
+    cls: type[Sink]
+    enabled: Callable[[Any], bool]
+
+
+def _jsonl_enabled(target: str) -> bool:
+    return target != ""
+
+
+def _flag_enabled(config: Any) -> bool:
+    return bool(config.enabled)
+
+
+#: Output name (an :class:`OutputsConfig` field) -> entry. Sinks are built in this order.
+SINKS: dict[str, SinkEntry] = {
+    "jsonl": SinkEntry(JsonlSink, _jsonl_enabled),
+    "http": SinkEntry(HttpSink, _flag_enabled),
+    "lsl": SinkEntry(LslSink, _flag_enabled),
+}
+
+
+def build_sinks(outputs: OutputsConfig) -> list[Sink]:
+    """The configured sinks, not yet open: jsonl when its target is non-empty, http and lsl when enabled."""
+    sinks: list[Sink] = []
+    for name, entry in SINKS.items():
+        config = getattr(outputs, name)
+        if entry.enabled(config):
+            sinks.append(entry.cls(config))  # type: ignore[call-arg]
+            log.debug("output %s enabled", name)
+    return sinks

@@ -1,0 +1,142 @@
+"""SessionRecorder: record replayed chunks, replay the recording, compare; timing rules; refusals."""
+from __future__ import annotations
+
+import heapq
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge_mer.errors import ConfigError, InputError
+from edge_mer.sessions import FORMAT, SessionRecorder, load_session, replay_sources
+from edge_mer.sources.base import Chunk, StreamInfo
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_replay import CHANNELS, make_session  # noqa: E402
+
+VIDEO = StreamInfo("face", 10.0)
+
+
+def replay_all(root: Path, offset: int = 0) -> tuple[dict[str, list[Chunk]], dict[str, StreamInfo]]:
+    sources = replay_sources(root, pace=False, clock_offset_ns=offset)
+    for source in sources.values():
+        source.open()
+    try:
+        return {m: list(s) for m, s in sources.items()}, {m: s.info for m, s in sources.items()}
+    finally:
+        for source in sources.values():
+            source.close()
+
+
+@pytest.mark.parametrize("eeg_stamps", [True, False])
+def test_recorded_chunks_replay_back_the_same(tmp_path: Path, eeg_stamps: bool) -> None:
+    make_session(tmp_path / "in", audio="stereo", eeg_stamps=eeg_stamps, rate=250)
+    offset = 123_456_789_000
+    original, infos = replay_all(tmp_path / "in", offset)
+    merged = heapq.merge(*([(c, m) for c in chunks] for m, chunks in original.items()), key=lambda x: x[0].t_ns)
+    with SessionRecorder(tmp_path / "out", start_ns=offset, extra={"device": "test"}) as rec:
+        for chunk, modality in merged:
+            rec.add(modality, chunk, infos[modality])
+    data = json.loads((tmp_path / "out" / "session.json").read_text())
+    assert data == {"format": FORMAT, "video": "video.mp4", "audio": "audio.wav", "eeg": "eeg.csv",
+                    "eeg_sampling_rate": 250, "device": "test"}
+    assert rec.session == load_session(tmp_path / "out")
+
+    again, infos2 = replay_all(tmp_path / "out")
+    assert abs(len(again["face"]) - len(original["face"])) <= 1
+    assert infos2["face"].rate == pytest.approx(infos["face"].rate)
+    np.testing.assert_array_equal(np.concatenate([c.data for c in again["speech"]]),
+                                  np.concatenate([c.data for c in original["speech"]]))
+    assert infos2["speech"].rate == infos["speech"].rate
+    np.testing.assert_array_equal(np.concatenate([c.data for c in again["eeg"]], axis=1),
+                                  np.concatenate([c.data for c in original["eeg"]], axis=1))
+    assert infos2["eeg"].channel_names == CHANNELS and infos2["eeg"].rate == pytest.approx(250)
+    # chunk times survive: EEG by its timestamp column, video by index / fps
+    newest = {c.meta["sample_index"]: c.meta["session_t"] for c in original["eeg"]}
+    for chunk in again["eeg"]:
+        assert chunk.meta["session_t"] == pytest.approx(newest[chunk.meta["sample_index"]], abs=1e-6)
+    assert [c.meta["session_t"] for c in again["face"]] == pytest.approx(
+        [c.meta["session_t"] for c in original["face"]][:len(again["face"])])
+
+
+def _frame(level: int) -> np.ndarray:
+    return np.full((24, 32, 3), level, dtype=np.uint8)
+
+
+def test_irregular_frames_are_duplicated_or_dropped_to_keep_index_over_fps(tmp_path: Path) -> None:
+    times = [0.0, 0.1, 0.12, 0.31, 0.52]  # slots at 10 fps: 0, 1, 1 (taken: dropped), 3, 5
+    with SessionRecorder(tmp_path / "s") as rec:
+        for i, t in enumerate(times):
+            rec.add("face", Chunk(int(1e9 + t * 1e9), _frame(40 * i)), VIDEO)
+    assert rec.counts["face"] == 6
+    chunks, _ = replay_all(tmp_path / "s")
+    levels = [round(float(c.data.mean()) / 40) for c in chunks["face"]]
+    assert levels == [0, 1, 1, 3, 3, 4]  # slot 2 holds frame 1, slot 4 holds frame 3
+
+
+def test_grey_frames_are_stored_as_bgr_and_a_late_first_frame_fills_the_start(tmp_path: Path) -> None:
+    with SessionRecorder(tmp_path / "s", start_ns=0) as rec:
+        rec.add("face", Chunk(200_000_000, np.full((24, 32), 100, np.uint8)), VIDEO)
+        rec.add("face", Chunk(-100_000_000, _frame(0)), VIDEO)  # before the start: dropped
+    chunks, _ = replay_all(tmp_path / "s")
+    assert len(chunks["face"]) == 3 and chunks["face"][0].data.shape == (24, 32, 3)
+
+
+def test_audio_gaps_become_silence_and_jitter_is_ignored(tmp_path: Path) -> None:
+    info = StreamInfo("speech", 16000.0)
+    ones = np.ones(320, dtype=np.float32)
+    with SessionRecorder(tmp_path / "s", start_ns=0, audio_subtype="PCM_16") as rec:
+        rec.add("speech", Chunk(int(0.04 * 1e9), ones * 0.5), info)  # samples 321..640: 321 zeros first
+        rec.add("speech", Chunk(int(0.065 * 1e9), ones * 0.5), info)  # due at 721, 5 ms after 641: jitter, appended
+        rec.add("speech", Chunk(int(0.5 * 1e9), ones * 0.25), info)  # > 0.1 s late: silence inserted
+    audio, rate = sf.read(tmp_path / "s" / "audio.wav", dtype="float32")
+    assert rate == 16000 and sf.info(tmp_path / "s" / "audio.wav").subtype == "PCM_16"
+    first_late = round(0.5 * 16000) - 319
+    assert audio.shape == (first_late + 320,)
+    assert not audio[:321].any() and (audio[321:961] == 0.5).all()
+    assert not audio[961:first_late].any() and (audio[first_late:] == 0.25).all()
+
+
+def test_eeg_rows_carry_per_sample_timestamps(tmp_path: Path) -> None:
+    info = StreamInfo("eeg", 100.0, channel_names=("Fz", "Cz"))
+    data = np.arange(20, dtype=np.float64).reshape(2, 10) + 0.1
+    with SessionRecorder(tmp_path / "s") as rec:
+        rec.add("eeg", Chunk(5 * 10**9, data), info)  # start = oldest sample
+        rec.add("eeg", Chunk(5 * 10**9 + 100_000_000, data * 2), info)
+    lines = (tmp_path / "s" / "eeg.csv").read_text().splitlines()
+    assert lines[0] == "Fz,Cz,timestamp" and len(lines) == 21
+    assert lines[1] == "0.1,10.1,0.0" and lines[10].endswith(",0.09") and lines[20].endswith(",0.19")
+    assert json.loads((tmp_path / "s" / "session.json").read_text())["eeg_sampling_rate"] == 100
+
+
+def test_refuses_a_directory_that_holds_a_session(tmp_path: Path) -> None:
+    make_session(tmp_path / "old")
+    with pytest.raises(ConfigError, match="already holds session.json, video.mp4, audio.wav, eeg.csv"):
+        SessionRecorder(tmp_path / "old")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "audio.wav").write_bytes(b"")
+    with pytest.raises(ConfigError, match="already holds audio.wav"):
+        SessionRecorder(tmp_path / "half")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("kept")
+    with SessionRecorder(tmp_path / "other"):
+        pass
+    assert json.loads((tmp_path / "other" / "session.json").read_text()) == {"format": FORMAT}
+    with pytest.raises(ConfigError, match="already holds session.json"):
+        SessionRecorder(tmp_path / "other")
+
+
+def test_bad_chunks_are_refused(tmp_path: Path) -> None:
+    with SessionRecorder(tmp_path / "s") as rec:
+        with pytest.raises(InputError, match="with a 'face' StreamInfo"):
+            rec.add("speech", Chunk(0, np.zeros(10, np.float32)), VIDEO)
+        with pytest.raises(InputError, match="dtype float32: expected uint8"):
+            rec.add("face", Chunk(0, np.zeros((4, 4, 3), np.float32)), VIDEO)
+        rec.add("eeg", Chunk(0, np.zeros((2, 5))), StreamInfo("eeg", 100.0, ("Fz", "Cz")))
+        with pytest.raises(InputError, match="eeg stream changed from 100 Hz"):
+            rec.add("eeg", Chunk(0, np.zeros((2, 5))), StreamInfo("eeg", 250.0, ("Fz", "Cz")))
+    with pytest.raises(Exception, match="is closed"):
+        rec.add("eeg", Chunk(0, np.zeros((2, 5))), StreamInfo("eeg", 100.0, ("Fz", "Cz")))
