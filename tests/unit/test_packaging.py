@@ -53,3 +53,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     command = section.split("```sh\n", 1)[1].split("\n```", 1)[0].strip()
     assert "pytest" in command
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_deploy_example_configuration_is_valid() -> None:
+    from edge_mer.config import load_toml
+    from edge_mer.pipeline.config import RunConfig
+
+    config = load_toml(RunConfig, ROOT / "deploy" / "jetson.toml")
+    assert config.eeg.board.board == "CYTON_BOARD" and config.face.camera.api == "gstreamer"
+    assert "nvarguscamerasrc" in config.face.camera.device

@@ -1,0 +1,140 @@
+"""The daemon as a user runs it: real subprocesses, real clients on loopback, signals, failing sensors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from edge_mer.pipeline.session_run import demo_session_path
+
+DEMO = demo_session_path()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "edge_mer.cli.main", "run", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_http(url: str, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            _get(url)
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+def test_sigterm_stops_cleanly_within_two_seconds(tmp_path: Path) -> None:
+    proc = _start("--replay", str(DEMO), cwd=tmp_path)
+    first = proc.stdout.readline()
+    assert json.loads(first)["modalities"]
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=5)
+    assert time.monotonic() - sent < 2.0
+    assert proc.returncode == 0, proc.stderr.read()
+
+
+def test_http_websocket_and_lsl_clients_receive_decisions(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _start("--replay", str(DEMO), "--http", "--http-port", str(port), "--lsl", "--jsonl", "", cwd=tmp_path)
+    inlet_script = (
+        "import json, pylsl\n"
+        "streams = pylsl.resolve_byprop('name', 'edge-mer', timeout=15)\n"
+        "inlet = pylsl.StreamInlet(streams[0])\n"
+        "for _ in range(2):\n"
+        "    sample, ts = inlet.pull_sample(timeout=15)\n"
+        "    print(json.dumps(json.loads(sample[0])['t']))\n")
+    inlet = subprocess.Popen([sys.executable, "-c", inlet_script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(base + "/healthz")
+        ws_times = _websocket_times(f"ws://127.0.0.1:{port}/ws", 2)
+        assert len(ws_times) == 2 and ws_times[0] < ws_times[1]
+        status, body = _get(base + "/state")
+        assert status == 200 and set(json.loads(body)["modalities"]) == {"face", "speech", "eeg"}
+        status, body = _get(base + "/healthz")
+        assert status == 200 and json.loads(body)["sources"]["face"]["state"] == "running"
+        status, body = _get(base + "/metrics")
+        assert status == 200 and b"edge_mer_decisions_total" in body
+        out, err = inlet.communicate(timeout=30)
+        lsl_times = [float(line) for line in out.split()]
+        assert len(lsl_times) == 2 and lsl_times[0] < lsl_times[1], err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        inlet.kill()
+    assert proc.returncode == 0
+
+
+def _websocket_times(url: str, n: int) -> list[float]:
+    import asyncio
+
+    import aiohttp
+
+    async def receive() -> list[float]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            return [json.loads((await ws.receive(timeout=10)).data)["t"] for _ in range(n)]
+
+    return asyncio.run(receive())
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("rate_hz = 2\n[face]\nwindow = 1.0\n", "unknown key face.window"),
+    ("rate_hz = 'fast'\n", "rate_hz: expected a number, got 'fast'"),
+    ("[eeg]\nnotch_hz = 55\n", "notch_hz must be 0, 50 or 60, got 55.0"),
+    ("precision = 'int8'\n[replay]\n", "replay: expected a path string"),
+])
+def test_configuration_errors_are_one_line_and_exit_2(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    result = subprocess.run([sys.executable, "-m", "edge_mer.cli.main", "run", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_missing_precision_is_a_one_line_error(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "edge_mer.cli.main", "run", "--replay", str(DEMO), "--fast",
+                             "--precision", "int8"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("edge-mer: error: encoder 'face' has no int8 model")
+
+
+def test_no_hardware_replays_the_demo_and_says_so(tmp_path: Path) -> None:
+    if Path("/dev/video0").exists():
+        pytest.skip("this host has a camera; the fallback is not exercised")
+    env = dict(os.environ, HOME=str(tmp_path))  # no ~/.asoundrc: PortAudio finds no input device
+    result = subprocess.run([sys.executable, "-m", "edge_mer.cli.main", "run", "--rate-hz", "4"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "replaying the demo session" in lines[0]
+    decisions = [json.loads(line) for line in lines[1:]]
+    assert len(decisions) >= 20 and any(d["modalities"]["face"]["valid"] for d in decisions)
