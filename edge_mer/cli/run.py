@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 import tomllib
@@ -16,9 +18,9 @@ from typing import Any
 
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.config import from_dict
-from edge_mer.errors import ConfigError, EdgeMerError
+from edge_mer.errors import ConfigError
 from edge_mer.pipeline.config import RunConfig
-from edge_mer.pipeline.session_run import build_daemon, demo_session_path
+from edge_mer.pipeline.session_run import build_daemon
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +106,13 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, on_signal)
     explicit = args.config is not None or config.replay is not None
     started = time.monotonic()
-    with build_daemon(config, bundle, allow_demo=not explicit) as daemon:
-        daemon.run(stop)
+    try:
+        with build_daemon(config, bundle, allow_demo=not explicit) as daemon:
+            daemon.run(stop)
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `edge-mer run | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     log.info("stopped after %.1f s", time.monotonic() - started)
     return 0
 
-
-__all__ = ["add_arguments", "run", "load_config", "demo_session_path", "EdgeMerError"]
