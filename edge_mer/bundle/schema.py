@@ -101,6 +101,21 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class PrecisionReport:
+    """What the export gate measured for one precision of one encoder.
+
+    ``passed`` precisions have a file in ``models``; failed ones keep only
+    this record and the ``reason``. ``cpu_latency_ms`` is ONNX Runtime's median
+    batch-1 latency on the export host.
+    """
+
+    passed: bool
+    reason: str | None = None
+    cpu_latency_ms: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class EncoderSpec:
     """One modality encoder: files per precision, tensors, preprocessing, labels, provenance."""
 
@@ -113,9 +128,15 @@ class EncoderSpec:
     provenance: Provenance
     metrics: tuple[Metric, ...] = ()
     description: str = ""
+    precisions: dict[str, PrecisionReport] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require("fp32" in self.models, "models needs an fp32 entry (other precisions are optional)")
+        for precision, report in self.precisions.items():
+            require(precision in PRECISIONS, f"precisions.{precision}: must be one of {', '.join(PRECISIONS)}")
+            require(report.passed == (precision in self.models),
+                    f"precisions.{precision}: passed={report.passed} but the model file is "
+                    f"{'present' if precision in self.models else 'absent'}")
         for precision in self.models:
             require(precision in PRECISIONS, f"models.{precision}: precision must be one of {', '.join(PRECISIONS)}")
         expected = _PARAMS_BY_MODALITY[self.modality]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,16 @@ SUBCOMMANDS: dict[str, str] = {
     "info": "edge_mer.cli.info",
     "run": "edge_mer.cli.run",
 }
+#: Host tools add subcommands through this entry-point group (``edge-mer export`` comes from
+#: edge_mer_export), so the device runtime never imports them.
+PLUGIN_GROUP = "edge_mer.commands"
+
+
+def _subcommands() -> dict[str, str]:
+    found = dict(SUBCOMMANDS)
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log verbosity on stderr (default: WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in SUBCOMMANDS.items():
+    for name, module_name in _subcommands().items():
         module = importlib.import_module(module_name)
         summary = (module.__doc__ or "").strip().splitlines()[0]
         child = sub.add_parser(name, help=summary, description=summary)

@@ -30,7 +30,9 @@ the EEG CSV, so position *is* time when replayed):
   (clock drift, overlap) loses its leading samples. Jitter below 0.1 s is left
   alone, so continuous audio is written sample-exact.
 * EEG: every sample is written with its own timestamp, ``t_chunk - (n-1-k)/rate``
-  for sample ``k`` of ``n`` (the chunk's time is that of its newest sample).
+  for sample ``k`` of ``n`` (the chunk's time is that of its newest sample);
+  a chunk within 0.1 s of continuing the previous one continues on the sample
+  clock instead, so arrival jitter never makes times go backwards.
 
 Samples and frames before the recording start are dropped. Frames of another
 size than the first are resized to it (with a warning); a frame's grey or BGRA
@@ -108,6 +110,7 @@ class SessionRecorder:
         self._eeg_file: Any = None
         self._eeg_writer: Any = None
         self._eeg_rows = 0
+        self._eeg_last_t: float | None = None
 
     # -- public -------------------------------------------------------------------------------------------
 
@@ -260,7 +263,13 @@ class SessionRecorder:
         self._origin(chunk, (n - 1) / info.rate)
         newest = self._session_s(chunk.t_ns)
         times = newest - (n - 1 - np.arange(n)) / info.rate
+        last = self._eeg_last_t
+        if last is not None and abs(times[0] - (last + 1 / info.rate)) <= AUDIO_SLACK_S:
+            # Arrival jitter: continue on the sample clock, as audio does, so times never go backwards.
+            times = last + (1 + np.arange(n)) / info.rate
         keep = times >= 0
+        if keep.any():
+            self._eeg_last_t = float(times[keep][-1])
         if self._eeg_writer is None:
             path = self.directory / EEG_FILE
             try:

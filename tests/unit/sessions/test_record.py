@@ -140,3 +140,15 @@ def test_bad_chunks_are_refused(tmp_path: Path) -> None:
             rec.add("eeg", Chunk(0, np.zeros((2, 5))), StreamInfo("eeg", 250.0, ("Fz", "Cz")))
     with pytest.raises(Exception, match="is closed"):
         rec.add("eeg", Chunk(0, np.zeros((2, 5))), StreamInfo("eeg", 100.0, ("Fz", "Cz")))
+
+
+def test_eeg_arrival_jitter_never_makes_times_go_backwards(tmp_path: Path) -> None:
+    info = StreamInfo("eeg", 250.0, ("Fz", "Cz"))
+    with SessionRecorder(tmp_path / "rec", start_ns=0) as rec:
+        # The second chunk arrives 20 us "early": its newest-sample time implies an overlap with the first.
+        rec.add("eeg", Chunk(int(0.5 * 1e9), np.ones((2, 100))), info)
+        rec.add("eeg", Chunk(int(0.9 * 1e9) - 20_000, np.ones((2, 100))), info)
+    times = np.genfromtxt(tmp_path / "rec" / "eeg.csv", delimiter=",", names=True)["timestamp"]
+    assert len(times) == 200 and np.all(np.diff(times) > 0)
+    np.testing.assert_allclose(np.diff(times), 1 / 250.0, atol=1e-9)
+    assert load_session(tmp_path / "rec").eeg_sampling_rate == 250

@@ -1,0 +1,58 @@
+"""``edge-mer export`` configuration: one frozen dataclass, each CLI flag sets one field."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from edge_mer.config import require
+
+Method = Literal["entropy", "minmax", "percentile"]
+CandidatePrecision = Literal["fp16", "int8"]
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export, from which data, and how strict the accuracy gate is.
+
+    ``calib`` and ``eval`` map encoder names to data (a path usable by
+    :func:`edge_mer_calibration.datasets.open_dataset`); the key ``*`` applies
+    to every selected encoder. ``encoders`` empty selects every encoder that
+    has evaluation data. ``max_accuracy_drop`` is in percentage points.
+    """
+
+    source: Path
+    out: Path
+    calib: dict[str, Path] = field(default_factory=dict)
+    eval: dict[str, Path] = field(default_factory=dict)
+    entry: Path | None = None
+    encoders: tuple[str, ...] = ()
+    precisions: tuple[CandidatePrecision, ...] = ("fp16", "int8")
+    method: Method = "entropy"
+    calib_size: int = 256
+    eval_size: int = 0
+    seed: int = 0
+    max_accuracy_drop: float = 1.0
+    min_agreement: float = 0.97
+    latency_iterations: int = 50
+    engines: bool = False
+    cache_dir: Path | None = None
+    board: str = ""
+    hop_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        require(len(self.precisions) > 0, "precisions must name at least one of fp16, int8")
+        require(len(set(self.precisions)) == len(self.precisions), f"precisions repeats a value: {self.precisions}")
+        require(self.calib_size >= 1, f"calib_size must be >= 1, got {self.calib_size}")
+        require(self.eval_size >= 0, f"eval_size must be >= 0 (0 = all), got {self.eval_size}")
+        require(0.0 <= self.max_accuracy_drop <= 100.0, f"max_accuracy_drop must be 0..100 points, got "
+                                                          f"{self.max_accuracy_drop}")
+        require(0.0 <= self.min_agreement <= 1.0, f"min_agreement must be in 0..1, got {self.min_agreement}")
+        require(self.latency_iterations >= 1, f"latency_iterations must be >= 1, got {self.latency_iterations}")
+        require(self.hop_s > 0, f"hop_s must be > 0, got {self.hop_s}")
+        require(self.source.suffix != ".onnx" or self.entry is not None,
+                f"source {self.source} is an ONNX file: give its manifest entry (JSON) with --entry")
+
+    def data_for(self, table: dict[str, Path], encoder: str) -> Path | None:
+        """The data path for ``encoder`` in ``calib`` or ``eval`` (its own key, else ``*``)."""
+        return table.get(encoder, table.get("*"))

@@ -1,0 +1,73 @@
+"""The export's input and output bundles: a bare ONNX plus manifest entry, and the new bundle directory."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from edge_mer.bundle import default_bundle_path, load_bundle
+from edge_mer.bundle.loader import MANIFEST, Bundle
+from edge_mer.bundle.schema import FORMAT, EncoderSpec, FusionSpec, Manifest, PrecisionReport
+from edge_mer.bundle.writer import file_entry, write_manifest
+from edge_mer.config import to_dict
+from edge_mer_export.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+
+def bundle_from_onnx(model: Path, entry: Path, work: Path) -> Bundle:
+    """A one-encoder bundle around a bare ONNX file and its manifest entry (JSON: {"name": ..., <EncoderSpec>}).
+
+    The file hash is computed here; valence/arousal coordinates come from the
+    default bundle.
+    """
+    try:
+        data = json.loads(entry.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"manifest entry {entry} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict) or "name" not in data:
+        raise ExportError(f"manifest entry {entry} must be a JSON object with a 'name' and the encoder fields")
+    name = data.pop("name")
+    root = work / "source_bundle"
+    (root / name).mkdir(parents=True)
+    shutil.copyfile(model, root / name / model.name)
+    data["models"] = {"fp32": {"path": f"{name}/{model.name}", "sha256": file_entry(root, f"{name}/{model.name}").sha256}}
+    affect = load_bundle(default_bundle_path()).manifest.affect
+    manifest = {"format": FORMAT, "name": f"{name}-export", "version": "0.0.0", "encoders": {name: data},
+                "affect": to_dict(affect), "fusion": to_dict(FusionSpec(weights={name: 1.0}))}
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    return load_bundle(root)
+
+
+def start_output(source: Bundle, out: Path) -> Path:
+    """Copy the source bundle into ``out``, which must not exist or be empty (nothing is overwritten)."""
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"output directory {out} is not empty; choose a new directory")
+    shutil.copytree(source.root, out, dirs_exist_ok=True)
+    return out
+
+
+def candidate_path(out: Path, spec: EncoderSpec, precision: str) -> Path:
+    """Where the ``precision`` file of an encoder goes: beside its fp32 file, ``<stem>.<precision>.onnx``."""
+    fp32 = Path(spec.models["fp32"].path)
+    return out / fp32.parent / f"{fp32.stem}.{precision}.onnx"
+
+
+def finish_output(out: Path, manifest: Manifest, updated: dict[str, EncoderSpec]) -> Path:
+    """Write the output manifest with the exported encoders, then reload it to prove it validates."""
+    encoders = {**manifest.encoders, **updated}
+    path = write_manifest(out, replace(manifest, encoders=encoders))
+    load_bundle(out)
+    return path
+
+
+def with_precisions(out: Path, spec: EncoderSpec, files: dict[str, Path],
+                    reports: dict[str, PrecisionReport]) -> EncoderSpec:
+    """``spec`` with the passing candidate files added and every precision's gate report recorded."""
+    models = {"fp32": spec.models["fp32"]}
+    for precision, path in files.items():
+        if reports[precision].passed:
+            models[precision] = file_entry(out, path.relative_to(out).as_posix())
+    return replace(spec, models=models, precisions=dict(reports))
