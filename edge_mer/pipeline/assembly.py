@@ -1,11 +1,11 @@
 """Building a run from its configuration: encoders and runners per modality, fusion, sources."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 
-from edge_mer.backends.options import BackendOptions
-from edge_mer.backends.registry import create_backend
+from edge_mer.backends.registry import create_backend, resolve_backend_name
 from edge_mer.bundle.loader import Bundle
 from edge_mer.bundle.schema import EncoderSpec
 from edge_mer.errors import BundleError, ConfigError
@@ -19,13 +19,30 @@ from edge_mer.sources.base import Source, StreamInfo
 log = logging.getLogger(__name__)
 
 
-def resolve_precision(name: str, spec: EncoderSpec, requested: str) -> str:
-    """The precision to run ``spec`` at: as requested, or for ``auto`` the best the bundle offers.
+#: On TensorRT, host CPU timings say nothing about the GPU: prefer the lowest precision that passed.
+_TRT_PREFERENCE = ("int8", "fp16", "fp32")
 
-    Until a bundle records gate results and host latencies, ``auto`` is fp32.
+
+def resolve_precision(name: str, spec: EncoderSpec, requested: str, backend: str) -> str:
+    """The precision to run ``spec`` at on ``backend``.
+
+    ``auto`` picks, among precisions that passed the export gate (fp32 always
+    counts), the one with the lowest measured CPU latency for ONNX Runtime (so
+    INT8 is never chosen where it measured slower than FP32), and the lowest
+    passed precision for TensorRT. A bundle without gate results runs fp32.
+    Asking for a precision the bundle lacks, or one that failed its gate, is
+    a one-line error.
     """
+    reports = spec.precisions
     if requested == "auto":
-        return "fp32"
+        passed = [p for p in spec.models if p == "fp32" or (p in reports and reports[p].passed)]
+        if backend == "tensorrt":
+            return next(p for p in _TRT_PREFERENCE if p in passed)
+        timed = [p for p in passed if p in reports and reports[p].cpu_latency_ms is not None]
+        return min(timed, key=lambda p: reports[p].cpu_latency_ms) if timed else "fp32"
+    if requested in reports and not reports[requested].passed:
+        raise BundleError(f"encoder {name!r}: {requested} failed its export gate ({reports[requested].reason}); "
+                          "choose another --precision or auto")
     if requested not in spec.models:
         have = ", ".join(spec.models)
         raise BundleError(f"encoder {name!r} has no {requested} model in this bundle (has: {have}); "
@@ -56,8 +73,10 @@ def build_runner(modality: str, config: RunConfig, bundle: Bundle, info: StreamI
     spec = bundle.encoder(name)
     if spec.modality != modality:
         raise ConfigError(f"encoder {name!r} is a {spec.modality} encoder, not {modality}")
-    precision = resolve_precision(name, spec, config.precision)
-    backend = create_backend(bundle.model_ref(name, precision), config.backend).load()
+    backend_name = resolve_backend_name(config.backend.name)
+    precision = resolve_precision(name, spec, config.precision, backend_name)
+    options = dataclasses.replace(config.backend, name=backend_name)
+    backend = create_backend(bundle.model_ref(name, precision), options).load()
     log.info("%s: encoder %s (%s) on %s", modality, name, precision, backend.name)
     if modality == "face":
         c = config.face
