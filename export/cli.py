@@ -15,17 +15,21 @@ from edge_mer_export.config import ExportConfig
 log = logging.getLogger(__name__)
 
 
-def _data(values: list[str] | None, flag: str) -> dict[str, Path]:
-    table: dict[str, Path] = {}
+def _table(values: list[str] | None, flag: str, convert, form: str) -> dict:
+    table: dict = {}
     for value in values or []:
-        name, sep, path = value.partition("=")
-        key, target = (name, path) if sep else ("*", value)
+        name, sep, rest = value.partition("=")
+        key, target = (name, rest) if sep else ("*", value)
         if not target or not key:
-            raise ConfigError(f"{flag} {value!r}: expected PATH or ENCODER=PATH")
+            raise ConfigError(f"{flag} {value!r}: expected {form} or ENCODER={form}")
         if key in table:
             raise ConfigError(f"{flag} names {key!r} twice")
-        table[key] = Path(target)
+        table[key] = convert(target)
     return table
+
+
+def _groups(text: str) -> tuple[str, ...]:
+    return tuple(g.strip() for g in text.split(",") if g.strip())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,13 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "BrainFlow file; repeat per encoder [calib]")
     parser.add_argument("--eval", action="append", metavar="[ENCODER=]PATH",
                         help="labelled evaluation data for the gate, disjoint from the calibration data [eval]")
+    parser.add_argument("--calib-groups", action="append", metavar="[ENCODER=]G1,G2",
+                        help="use only these speakers/subjects of the calibration data [calib_groups]")
+    parser.add_argument("--eval-groups", action="append", metavar="[ENCODER=]G1,G2",
+                        help="use only these speakers/subjects of the evaluation data [eval_groups]")
     parser.add_argument("--entry", type=Path, help="manifest entry (JSON) of a bare ONNX source [entry]")
     parser.add_argument("--encoder", action="append", dest="encoders", metavar="NAME",
                         help="export only this encoder; repeatable (default: every encoder with --eval data) "
                              "[encoders]")
     parser.add_argument("--precisions", help="comma-separated: fp16, int8 (default both) [precisions]")
     parser.add_argument("--method", choices=["entropy", "minmax", "percentile"],
-                        help="INT8 calibration method (default entropy) [method]")
+                        help="INT8 calibration method (default minmax) [method]")
     parser.add_argument("--calib-size", type=int, help="calibration samples, stratified (default 256) [calib_size]")
     parser.add_argument("--eval-size", type=int, help="evaluation samples, stratified; 0 = all (default) [eval_size]")
     parser.add_argument("--seed", type=int, help="sampling seed (default 0) [seed]")
@@ -72,8 +80,11 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         if bad:
             raise ConfigError(f"--precisions {args.precisions!r}: {bad[0]!r} is not one of fp16, int8")
         fields["precisions"] = precisions
-    return ExportConfig(source=args.source, out=args.out, calib=_data(args.calib, "--calib"),
-                        eval=_data(args.eval, "--eval"), encoders=tuple(args.encoders or ()), **fields)
+    return ExportConfig(source=args.source, out=args.out, calib=_table(args.calib, "--calib", Path, "PATH"),
+                        eval=_table(args.eval, "--eval", Path, "PATH"),
+                        calib_groups=_table(args.calib_groups, "--calib-groups", _groups, "G1,G2"),
+                        eval_groups=_table(args.eval_groups, "--eval-groups", _groups, "G1,G2"),
+                        encoders=tuple(args.encoders or ()), **fields)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,18 +17,23 @@ class ExportConfig:
 
     ``calib`` and ``eval`` map encoder names to data (a path usable by
     :func:`edge_mer_calibration.datasets.open_dataset`); the key ``*`` applies
-    to every selected encoder. ``encoders`` empty selects every encoder that
-    has evaluation data. ``max_accuracy_drop`` is in percentage points.
+    to every selected encoder. ``calib_groups``/``eval_groups`` keep only
+    those speakers or subjects (e.g. ``{"speech": ("08", "09")}``), so one
+    folder can give disjoint calibration and evaluation sets. ``encoders``
+    empty selects every encoder that has evaluation data.
+    ``max_accuracy_drop`` is in percentage points.
     """
 
     source: Path
     out: Path
     calib: dict[str, Path] = field(default_factory=dict)
     eval: dict[str, Path] = field(default_factory=dict)
+    calib_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    eval_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     entry: Path | None = None
     encoders: tuple[str, ...] = ()
     precisions: tuple[CandidatePrecision, ...] = ("fp16", "int8")
-    method: Method = "entropy"
+    method: Method = "minmax"
     calib_size: int = 256
     eval_size: int = 0
     seed: int = 0
@@ -53,6 +58,6 @@ class ExportConfig:
         require(self.source.suffix != ".onnx" or self.entry is not None,
                 f"source {self.source} is an ONNX file: give its manifest entry (JSON) with --entry")
 
-    def data_for(self, table: dict[str, Path], encoder: str) -> Path | None:
-        """The data path for ``encoder`` in ``calib`` or ``eval`` (its own key, else ``*``)."""
+    def data_for(self, table: dict, encoder: str):  # noqa: ANN201 - Path or group tuple
+        """The entry for ``encoder`` in ``calib``/``eval``/``*_groups`` (its own key, else ``*``)."""
         return table.get(encoder, table.get("*"))

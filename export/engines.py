@@ -15,6 +15,7 @@ import numpy as np
 from edge_mer.backends.options import BackendOptions, TrtOptions
 from edge_mer.backends.registry import backend_class, create_backend
 from edge_mer.bundle import load_bundle
+from edge_mer.bundle.loader import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ def build_engines(bundle_dir: Path, encoders: Sequence[str]) -> str:
     return "built " + ", ".join(built)
 
 
-def write_implicit_cache(bundle_dir: Path, encoder: str, feeds: Sequence[dict[str, np.ndarray]]) -> str:
-    """On TensorRT 10.x, an implicit-INT8 calibration cache for ``encoder`` from the calibration feeds."""
+def write_implicit_cache(bundle_dir: Path, source: Bundle, encoder: str, feeds: Sequence[dict[str, np.ndarray]]
+                         ) -> str:
+    """On TensorRT 10.x, an implicit-INT8 calibration cache for ``encoder`` beside its fp32 file in ``bundle_dir``."""
     reason = tensorrt_reason()
     if reason is not None:
         return f"skipped: {reason}"
@@ -54,8 +56,7 @@ def write_implicit_cache(bundle_dir: Path, encoder: str, feeds: Sequence[dict[st
         return f"skipped: TensorRT {trt.__version__} has no implicit INT8 calibrators (removed in 11)"
     from edge_mer_calibration.trt_calibrator import write_calibration_cache
 
-    bundle = load_bundle(bundle_dir)
-    spec = bundle.encoder(encoder)
-    cache = bundle.path(spec.models["fp32"]).with_suffix(".int8.calib")
-    write_calibration_cache(bundle.path(spec.models["fp32"]), list(feeds), cache)
+    fp32 = source.encoder(encoder).models["fp32"].path
+    cache = (bundle_dir / fp32).with_suffix(".int8.calib")
+    write_calibration_cache(bundle_dir / fp32, list(feeds), cache)
     return f"written {cache.relative_to(bundle_dir)}"

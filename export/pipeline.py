@@ -6,14 +6,15 @@ backend, and the output is an ordinary bundle the daemon loads.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from edge_mer.backends.base import ModelFile, ModelRef
 from edge_mer.backends.options import BackendOptions, OrtOptions
@@ -21,7 +22,7 @@ from edge_mer.backends.registry import create_backend
 from edge_mer.bundle import load_bundle
 from edge_mer.bundle.loader import Bundle, sha256_file
 from edge_mer.bundle.schema import EncoderSpec, PrecisionReport
-from edge_mer_calibration.datasets import open_dataset, stratified_sample
+from edge_mer_calibration.datasets import open_dataset, split_by_group, stratified_sample
 from edge_mer_calibration.ort_reader import FeedsReader, feeds_from_samples
 from edge_mer_calibration.samples import Sample
 from edge_mer_export.config import ExportConfig
@@ -34,7 +35,7 @@ from edge_mer_export.onnx_checks import prepare_model
 from edge_mer_export.outputs import (bundle_from_onnx, candidate_path, finish_output, start_output,
                                      with_precisions)
 from edge_mer_export.qdq_lint import check_qdq
-from edge_mer_export.report import EncoderResult, ExportReport, PrecisionOutcome, write_report
+from edge_mer_export.report import EncoderResult, ExportReport, PrecisionOutcome, host_info, write_report
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,23 @@ class ExportResult:
     any_passed: bool
 
 
-def _samples(cfg: ExportConfig, path: Path, spec: EncoderSpec, size: int) -> list[Sample]:
+def _samples(cfg: ExportConfig, path: Path, spec: EncoderSpec, size: int, groups: tuple[str, ...] | None,
+             what: str) -> list[Sample]:
     options = {"hop_s": cfg.hop_s}
     if cfg.board:
         options["board"] = cfg.board
-    return stratified_sample(open_dataset(path, spec, **options), size, cfg.seed)
+    # disable=None: a progress bar on a terminal, nothing in logs and CI.
+    samples = list(tqdm(open_dataset(path, spec, **options), desc=what, unit=" samples", disable=None))
+    if groups:
+        samples, _ = split_by_group(samples, groups)
+    return stratified_sample(samples, size, cfg.seed)
 
 
 def _run(path: Path, precision: str, feeds: list[dict[str, np.ndarray]], output: str) -> np.ndarray:
     ref = ModelRef(path.stem, precision, {precision: ModelFile(path, sha256_file(path))})
     with create_backend(ref, BackendOptions(name="onnxruntime")) as backend:
-        return np.concatenate([backend.infer(f)[output] for f in feeds])
+        batches = tqdm(feeds, desc=f"evaluating {path.name}", unit=" batches", disable=None)
+        return np.concatenate([backend.infer(f)[output] for f in batches])
 
 
 def _latency(path: Path, precision: str, feed: dict[str, np.ndarray], iterations: int) -> dict:
@@ -104,15 +111,21 @@ def export_encoder(cfg: ExportConfig, bundle: Bundle, name: str, out: Path, work
     if "int8" in cfg.precisions and calib_path is None:
         raise ExportError(f"encoder {name!r} has no calibration data for int8; give --calib {name}=PATH "
                           "(edge-mer never calibrates on random data)")
-    calib = _samples(cfg, calib_path, spec, cfg.calib_size) if "int8" in cfg.precisions else None
-    evaluation = _samples(cfg, eval_path, spec, cfg.eval_size)
+    calib = (_samples(cfg, calib_path, spec, cfg.calib_size, cfg.data_for(cfg.calib_groups, name),
+                      f"{name} calibration data") if "int8" in cfg.precisions else None)
+    evaluation = _samples(cfg, eval_path, spec, cfg.eval_size, cfg.data_for(cfg.eval_groups, name),
+                          f"{name} evaluation data")
     if not evaluation or (calib is not None and not calib):
         raise ExportError(f"encoder {name!r}: no usable samples in {eval_path if not evaluation else calib_path}")
     log.info("%s: %d calibration, %d evaluation samples", name, len(calib or []), len(evaluation))
     fp32 = bundle.path(spec.models["fp32"])
     prepared = prepare_model(fp32, work / f"{name}.prepared.onnx")
     files = _candidates(cfg, prepared, out, spec, calib)
-    return _gate_all(cfg, spec, name, fp32, files, evaluation, calib, (calib_path, eval_path), out)
+    updated, result = _gate_all(cfg, spec, name, fp32, files, evaluation, calib, (calib_path, eval_path), out)
+    if calib is not None:
+        feeds = feeds_from_samples(calib, spec.inputs[0].name, batch_size=1)
+        result = dataclasses.replace(result, implicit_cache=write_implicit_cache(out, bundle, name, feeds))
+    return updated, result
 
 
 def _gate_all(cfg: ExportConfig, spec: EncoderSpec, name: str, fp32: Path, files: dict[str, Path],
@@ -170,11 +183,9 @@ def export(cfg: ExportConfig) -> ExportResult:
             results.append(result)
         finish_output(out, bundle.manifest, updated)
     engines = build_engines(out, names) if cfg.engines else "skipped (--engines not given)"
-    report = ExportReport(encoders=results, thresholds=GateThresholds(cfg.max_accuracy_drop, cfg.min_agreement),
-                          host={"machine": platform.machine(), "processor": platform.processor(),
-                                "python": platform.python_version(), "engines": engines,
-                                "implicit_int8_cache": {r.name: r.implicit_cache for r in results},
-                                "seconds": round(time.monotonic() - started, 1)})
+    thresholds = GateThresholds(max_accuracy_drop=cfg.max_accuracy_drop, min_agreement=cfg.min_agreement)
+    report = ExportReport(encoders=results, thresholds=thresholds,
+                          host={**host_info(), "engines": engines, "seconds": round(time.monotonic() - started, 1)})
     report_json, report_md = write_report(out / "report", report)
     any_passed = any(r.passed for spec in updated.values() for p, r in spec.precisions.items() if p != "fp32")
     return ExportResult(out, report_json, report_md, any_passed)
