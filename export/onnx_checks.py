@@ -28,6 +28,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from edge_mer.backends.onnxrt import first_line, ort_errors
 from edge_mer_export.errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -39,21 +40,6 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 DEFAULT_BATCH, DEFAULT_DYNAMIC = 2, 128
 
 Signature = list[tuple[str, str, int, tuple[int | str | None, ...]]]
-
-
-def ort_errors() -> tuple[type[Exception], ...]:
-    """ONNX Runtime's pybind exceptions (they derive from Exception directly, so catch exactly these)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
-
-    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
-             "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
-    return tuple(getattr(state, n) for n in names if hasattr(state, n))
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text (library messages can run to pages)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_checked(path: Path) -> onnx.ModelProto:

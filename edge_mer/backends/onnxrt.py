@@ -39,8 +39,8 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, shape, dtype)
 
 
-def _ort_errors() -> tuple[type[Exception], ...]:
-    # ORT's pybind exceptions derive from Exception directly; catch exactly those.
+def ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's pybind exceptions (they derive from Exception directly, so catch exactly these)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
     names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
@@ -48,7 +48,8 @@ def _ort_errors() -> tuple[type[Exception], ...]:
     return tuple(getattr(state, n) for n in names if hasattr(state, n))
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (library messages can run to pages)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -80,11 +81,11 @@ class OrtBackend(Backend):
         so.log_severity_level = 3  # ORT's warnings about unused initializers are noise to a device log
         providers = choose_providers(opts.providers, ort.get_available_providers())
         path = self.model.file.path
-        self._errors = _ort_errors()
+        self._errors = ort_errors()
         try:
             self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except self._errors as exc:
-            raise BackendError(f"onnxruntime cannot load {path}: {_first_line(exc)}") from None
+            raise BackendError(f"onnxruntime cannot load {path}: {first_line(exc)}") from None
         self._inputs = tuple(_spec(a) for a in self._session.get_inputs())
         self._outputs = tuple(_spec(a) for a in self._session.get_outputs())
         self._output_names = [o.name for o in self._outputs]
@@ -101,7 +102,7 @@ class OrtBackend(Backend):
         try:
             outputs = self._session.run(self._output_names, dict(feeds))
         except self._errors as exc:
-            raise BackendError(f"onnxruntime failed on {self.model.name!r}: {_first_line(exc)}") from None
+            raise BackendError(f"onnxruntime failed on {self.model.name!r}: {first_line(exc)}") from None
         return dict(zip(self._output_names, outputs))
 
     def _close(self) -> None:
