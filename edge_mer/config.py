@@ -156,17 +156,23 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
-def load_toml(cls: type[T], path: str | Path) -> T:
-    """Read a TOML file into the dataclass ``cls`` (see :func:`from_dict`)."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; every way it can be unreadable is one :class:`ConfigError`."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return from_dict(cls, data)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+
+
+def load_toml(cls: type[T], path: str | Path) -> T:
+    """Read a TOML file into the dataclass ``cls`` (see :func:`from_dict`)."""
+    return from_dict(cls, read_toml(path))
 
 
 def to_dict(obj: Any) -> Any:

@@ -30,6 +30,10 @@ def bundle_from_onnx(model: Path, entry: Path, work: Path) -> Bundle:
     if not isinstance(data, dict) or "name" not in data:
         raise ExportError(f"manifest entry {entry} must be a JSON object with a 'name' and the encoder fields")
     name = data.pop("name")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ExportError(f"manifest entry {entry}: name {name!r} must be a plain identifier such as 'face'")
+    if not model.is_file():
+        raise ExportError(f"ONNX source {model} does not exist")
     root = work / "source_bundle"
     (root / name).mkdir(parents=True)
     shutil.copyfile(model, root / name / model.name)
@@ -43,8 +47,8 @@ def bundle_from_onnx(model: Path, entry: Path, work: Path) -> Bundle:
 
 def start_output(source: Bundle, out: Path) -> Path:
     """Copy the source bundle into ``out``, which must not exist or be empty (nothing is overwritten)."""
-    if out.exists() and any(out.iterdir()):
-        raise ExportError(f"output directory {out} is not empty; choose a new directory")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"output directory {out} exists and is not an empty directory; choose a new directory")
     shutil.copytree(source.root, out, dirs_exist_ok=True)
     return out
 
@@ -66,8 +70,9 @@ def finish_output(out: Path, manifest: Manifest, updated: dict[str, EncoderSpec]
 def with_precisions(out: Path, spec: EncoderSpec, files: dict[str, Path],
                     reports: dict[str, PrecisionReport]) -> EncoderSpec:
     """``spec`` with the passing candidate files added and every precision's gate report recorded."""
-    models = {"fp32": spec.models["fp32"]}
+    models = dict(spec.models)  # a re-export of one precision keeps the others
     for precision, path in files.items():
+        models.pop(precision, None)
         if reports[precision].passed:
             models[precision] = file_entry(out, path.relative_to(out).as_posix())
-    return replace(spec, models=models, precisions=dict(reports))
+    return replace(spec, models=models, precisions={**spec.precisions, **reports})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -176,12 +177,19 @@ def export(cfg: ExportConfig) -> ExportResult:
         names = cfg.encoders or tuple(n for n in bundle.manifest.encoders if cfg.data_for(cfg.eval, n) is not None)
         if not names:
             raise ExportError("no encoder selected: give --eval ENCODER=PATH (or --encoder NAME)")
+        created = not cfg.out.exists()
         out = start_output(bundle, cfg.out)
-        updated, results = {}, []
-        for name in names:
-            updated[name], result = export_encoder(cfg, bundle, name, out, work)
-            results.append(result)
-        finish_output(out, bundle.manifest, updated)
+        try:
+            updated, results = {}, []
+            for name in names:
+                updated[name], result = export_encoder(cfg, bundle, name, out, work)
+                results.append(result)
+            finish_output(out, bundle.manifest, updated)
+        except BaseException:
+            # Leave no half-written bundle behind (a retry would find the directory not empty).
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     engines = build_engines(out, names) if cfg.engines else "skipped (--engines not given)"
     thresholds = GateThresholds(max_accuracy_drop=cfg.max_accuracy_drop, min_agreement=cfg.min_agreement)
     report = ExportReport(encoders=results, thresholds=thresholds,

@@ -153,7 +153,8 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True) -> Bundle:
     root = Path(root)
     manifest_path = root / MANIFEST
     if not root.is_dir():
-        raise BundleError(f"bundle directory {root} does not exist")
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise BundleError(f"bundle directory {root} {what}")
     if not manifest_path.is_file():
         raise BundleError(f"{manifest_path} is missing; a bundle directory needs a {MANIFEST}")
     try:

@@ -27,20 +27,25 @@ SUBCOMMANDS: dict[str, str] = {
 PLUGIN_GROUP = "edge_mer.commands"
 
 
-def _subcommands() -> dict[str, str]:
-    found = dict(SUBCOMMANDS)
-    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
-        found.setdefault(ep.name, ep.value)
-    return found
+def _plugins() -> dict[str, str]:
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)
+            if ep.name not in SUBCOMMANDS}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; a host-tool subcommand is imported only when ``argv`` chooses it."""
     parser = argparse.ArgumentParser(prog="edge-mer", description="Multimodal emotion recognition at the edge.")
     parser.add_argument("--version", action="version", version=f"edge-mer {__version__}")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log verbosity on stderr (default: WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in _subcommands().items():
+    words = set(sys.argv[1:] if argv is None else argv)
+    plugins = _plugins()
+    for name, module_name in {**SUBCOMMANDS, **plugins}.items():
+        if name in plugins and name not in words:
+            # Not chosen: list it without importing the host tool into the device runtime.
+            sub.add_parser(name, help=f"host tool ({module_name}); see edge-mer {name} --help")
+            continue
         module = importlib.import_module(module_name)
         summary = (module.__doc__ or "").strip().splitlines()[0]
         child = sub.add_parser(name, help=summary, description=summary)
@@ -51,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

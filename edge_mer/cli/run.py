@@ -12,12 +12,11 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from edge_mer.bundle import default_bundle_path, load_bundle
-from edge_mer.config import from_dict
+from edge_mer.config import from_dict, read_toml
 from edge_mer.errors import ConfigError
 from edge_mer.pipeline.config import RunConfig
 from edge_mer.pipeline.session_run import build_daemon
@@ -78,14 +77,7 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def load_config(args: argparse.Namespace) -> RunConfig:
     """The TOML file (if any) with the flags applied on top, validated once."""
-    data: dict[str, Any] = {}
-    if args.config is not None:
-        try:
-            data = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {args.config} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {args.config} is not valid TOML: {exc}") from None
+    data: dict[str, Any] = read_toml(args.config) if args.config is not None else {}
     for _, key, _, _ in FLAGS:
         value = getattr(args, key)
         if value is not None:
@@ -93,26 +85,37 @@ def load_config(args: argparse.Namespace) -> RunConfig:
     return from_dict(RunConfig, data)
 
 
+def _explicit(args: argparse.Namespace, config: RunConfig) -> bool:
+    """Whether the user named sensors, a session or a recording (then the demo is never substituted)."""
+    sensor_flags = ("face.camera.device", "speech.microphone.device", "speech.microphone.file", "eeg.board.board",
+                    "eeg.board.serial_port")
+    return (args.config is not None or config.replay is not None or config.record is not None
+            or any(getattr(args, key) is not None for key in sensor_flags))
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
-    bundle = load_bundle(config.bundle or default_bundle_path())
     stop = threading.Event()
+    started = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
         stop.set()
+        if not started.is_set():
+            # Still loading (a first TensorRT build can take minutes): leave now; ExitStacks release what is open.
+            raise SystemExit(0)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    explicit = args.config is not None or config.replay is not None
-    started = time.monotonic()
+    bundle = load_bundle(config.bundle or default_bundle_path())
+    begun = time.monotonic()
     try:
-        with build_daemon(config, bundle, allow_demo=not explicit) as daemon:
+        with build_daemon(config, bundle, allow_demo=not _explicit(args, config)) as daemon:
+            started.set()
             daemon.run(stop)
     except BrokenPipeError:
         # The reader of stdout went away (e.g. `edge-mer run | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    log.info("stopped after %.1f s", time.monotonic() - started)
+    log.info("stopped after %.1f s", time.monotonic() - begun)
     return 0
-

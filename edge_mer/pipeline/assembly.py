@@ -85,8 +85,8 @@ def build_runner(modality: str, config: RunConfig, bundle: Bundle, info: StreamI
         c = config.speech
         return SpeechRunner(name, spec, backend, info.rate, c.window_s, c.stale_s)
     c = config.eeg
-    return EegRunner(name, spec, backend, info.rate, info.channel_names, max(c.window_s, spec.preprocessing.window_s),
-                     c.stale_s, c.notch_hz, c.max_abs_uv)
+    return EegRunner(name, spec, backend, info.rate, info.channel_names, c.window_s, c.stale_s, c.notch_hz,
+                     c.max_abs_uv)
 
 
 def build_fusion(config: RunConfig, bundle: Bundle, encoders: list[str]) -> tuple[FusionRule, dict[str, float],

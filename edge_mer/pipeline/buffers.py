@@ -85,8 +85,9 @@ class SampleBuffer:
             return
         with self._lock:
             if n >= self.capacity:
-                self._data[:] = data[:, -self.capacity:]
+                # Keep the ring's layout: the newest sample must end at position written % capacity.
                 self._written += n
+                self._data[:] = np.roll(data[:, -self.capacity:], self._written % self.capacity, axis=1)
             else:
                 pos = self._written % self.capacity
                 first = min(n, self.capacity - pos)

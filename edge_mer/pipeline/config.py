@@ -142,6 +142,8 @@ class SpeechConfig:
 class EegConfig:
     """The EEG modality: window, encoder (``auto``: the bundle's EEG encoder whose channels the board has), board.
 
+    ``window_s`` unset uses the encoder's training window (4 s in the default bundle).
+
     ``notch_hz`` overrides the bundle's mains frequency (50 or 60; 0 disables);
     ``max_abs_uv`` is the deviation from the channel median beyond which a channel counts as bad
     (2000 uV by default: BrainFlow's synthetic board swings to ~1000 uV; real boards want 150-500).
@@ -149,14 +151,14 @@ class EegConfig:
 
     enabled: bool = True
     encoder: str = "auto"
-    window_s: float = 4.0
+    window_s: float | None = None
     stale_s: float = 2.0
     notch_hz: float | None = None
     max_abs_uv: float | None = 2000.0
     board: BoardConfig = field(default_factory=BoardConfig)
 
     def __post_init__(self) -> None:
-        _check_modality("eeg", self.window_s, self.stale_s)
+        _check_modality("eeg", 4.0 if self.window_s is None else self.window_s, self.stale_s)
         require(self.notch_hz is None or self.notch_hz in (0.0, 50.0, 60.0),
                 f"notch_hz must be 0, 50 or 60, got {self.notch_hz}")
 

@@ -55,17 +55,37 @@ class Pump(threading.Thread):
                 self.runner.buffer.push(chunk)
                 self.state.chunks += 1
                 self.state.last_chunk_ns = chunk.t_ns
-                if self.hook is not None:
-                    self.hook(self.modality, chunk)
-        except EdgeMerError as exc:
-            self.state.state, self.state.error = "failed", str(exc)
-            self.runner.failure = f"sensor failed: {exc}"
-            log.error("%s source failed: %s", self.modality, exc)
+                self._record(chunk)
+        except Exception as exc:  # noqa: BLE001 - any sensor failure must mark the modality, not vanish
+            mark_failed(self.modality, self.state, self.runner, exc)
             return
-        if self.state.state == "running":
-            self.state.state = "ended"
-            self.runner.failure = "source ended"
-            log.info("%s source ended", self.modality)
+        mark_ended(self.modality, self.state, self.runner)
+
+    def _record(self, chunk: Chunk) -> None:
+        if self.hook is None:
+            return
+        try:
+            self.hook(self.modality, chunk)
+        except (OSError, EdgeMerError) as exc:
+            # A full disk stops the recording, not the sensor.
+            log.error("recording %s stopped: %s", self.modality, exc)
+            self.hook = None
+
+
+def mark_failed(modality: str, state: SourceState, runner: ModalityRunner, exc: BaseException) -> None:
+    """Record that a source failed, so health and decisions say why."""
+    text = str(exc) if isinstance(exc, EdgeMerError) else f"{type(exc).__name__}: {exc}"
+    state.state, state.error = "failed", text
+    runner.failure = f"sensor failed: {text}"
+    log.error("%s source failed: %s", modality, text)
+
+
+def mark_ended(modality: str, state: SourceState, runner: ModalityRunner) -> None:
+    """Record that a source (a file, a replay) has no more data."""
+    if state.state == "running":
+        state.state = "ended"
+        runner.failure = "source ended"
+        log.info("%s source ended", modality)
 
 
 @dataclass
@@ -92,15 +112,29 @@ class Daemon:
         return {"status": "ok" if ok else "degraded", "sources": sources, "decisions": self.scheduler.decisions,
                 "uptime_s": round((now_ns - self.started_ns) / 1e9, 3)}
 
-    def _emit(self, now_ns: int, t: float) -> None:
+    def _emit(self, now_ns: int, t: float, fast: bool = False) -> None:
         decision = self.scheduler.tick(now_ns, t)
-        health = self.health(time.monotonic_ns() if self.clock_offset_ns != 0 else now_ns)
-        for sink in self.sinks:
-            sink.emit(decision)
-            sink.health(health)
+        health = self.health(now_ns if fast else time.monotonic_ns())
+        for sink in list(self.sinks):
+            try:
+                sink.emit(decision)
+                sink.health(health)
+            except BrokenPipeError:
+                raise  # stdout's reader left: the CLI ends the run quietly
+            except (OSError, EdgeMerError) as exc:
+                # One broken output (disk full, a dead socket) must not silence the others.
+                log.error("%s output failed and is dropped: %s", sink.kind, exc)
+                self.sinks.remove(sink)
+        if not self.sinks:
+            raise EdgeMerError("every output has failed; stopping")
 
     def run_live(self, stop: threading.Event) -> None:
         """Pump threads plus ticks on the monotonic clock (live sensors or real-time replay)."""
+        if self.clock_offset_ns is not None:
+            # Session t = 0 now, after backends loaded (a first TensorRT build can take minutes).
+            self.clock_offset_ns = time.monotonic_ns() + 50_000_000
+            for source in self.sources.values():
+                source.clock_offset_ns = self.clock_offset_ns
         pumps = [Pump(m, s, self.runners[m], self.states[m], self.hook) for m, s in self.sources.items()]
         for pump in pumps:
             pump.start()
@@ -110,10 +144,13 @@ class Daemon:
         next_tick = start + period
         try:
             while not stop.is_set():
-                wait = (next_tick - time.monotonic_ns()) / 1e9
+                wake = next_tick if deadline is None else min(next_tick, deadline)
+                wait = (wake - time.monotonic_ns()) / 1e9
                 if wait > 0 and stop.wait(wait):
                     break
                 now = time.monotonic_ns()
+                if deadline is not None and now >= deadline and now < next_tick:
+                    break
                 t = (now - self.clock_offset_ns) / 1e9 if self.clock_offset_ns is not None else now / 1e9
                 self._emit(now, t)
                 next_tick += period * max(1, (now - next_tick) // period + 1)  # skip ticks we were too late for
@@ -136,28 +173,36 @@ class Daemon:
                 log.warning("%s source did not stop within 1 s", pump.modality)
 
     def run_fast(self, stop: threading.Event) -> None:
-        """Fast replay: one thread, streams merged by time, ticks on the session clock (t = 0 at start)."""
+        """Fast replay: one thread, streams merged by time, ticks on the session clock (t = 0 at start).
+
+        A tick at time T sees every chunk stamped at or before T, as in real time.
+        """
+        self.started_ns = 0
         period = int(1e9 / self.rate_hz)
+        end = int(self.duration_s * 1e9) if self.duration_s else None
         next_tick = period
         last = 0
         for modality, chunk in heapq.merge(*(self._tagged(m, s) for m, s in self.sources.items()),
                                            key=lambda mc: mc[1].t_ns):
-            while next_tick <= chunk.t_ns and not stop.is_set():
-                self._emit(next_tick, next_tick / 1e9)
+            while next_tick < chunk.t_ns and not stop.is_set() and (end is None or next_tick <= end):
+                self._emit(next_tick, next_tick / 1e9, fast=True)
                 next_tick += period
-            if stop.is_set():
-                break
+            if stop.is_set() or (end is not None and next_tick > end):
+                return
             self.runners[modality].buffer.push(chunk)
             state = self.states[modality]
             state.chunks, state.last_chunk_ns = state.chunks + 1, chunk.t_ns
             last = chunk.t_ns
-        while next_tick <= last and not stop.is_set():
-            self._emit(next_tick, next_tick / 1e9)
+        while next_tick <= last and not stop.is_set() and (end is None or next_tick <= end):
+            self._emit(next_tick, next_tick / 1e9, fast=True)
             next_tick += period
-        for modality, source in self.sources.items():
-            source.close()
 
     def _tagged(self, modality: str, source: Source) -> Iterator[tuple[str, Chunk]]:
-        for chunk in source:
-            yield modality, chunk
-        self.states[modality].state = "ended"
+        state, runner = self.states[modality], self.runners[modality]
+        try:
+            for chunk in source:
+                yield modality, chunk
+        except EdgeMerError as exc:  # a bad file fails its modality; the others replay on
+            mark_failed(modality, state, runner, exc)
+            return
+        mark_ended(modality, state, runner)

@@ -11,7 +11,6 @@ import abc
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -135,14 +134,18 @@ class EegRunner(ModalityRunner):
     modality = "eeg"
 
     def __init__(self, name: str, spec: EncoderSpec, backend: Backend, rate: float, channel_names: tuple[str, ...],
-                 window_s: float, stale_s: float, notch_hz: float | None, max_abs_uv: float | None,
+                 window_s: float | None, stale_s: float, notch_hz: float | None, max_abs_uv: float | None,
                  capacity_s: float = 30.0) -> None:
+        params: EegParams = spec.preprocessing
+        if window_s is not None and window_s != params.window_s:
+            log.warning("eeg window %.1f s differs from the %.1f s encoder %s was trained on", window_s,
+                        params.window_s, name)
+        window_s = params.window_s if window_s is None else window_s
         super().__init__(name, spec, backend, window_s, stale_s)
         self._buffer = SampleBuffer(rate, len(channel_names), max(capacity_s, window_s * 2))
         self.rate = rate
         self.channel_names = channel_names
-        params: EegParams = spec.preprocessing
-        changes: dict[str, Any] = {"max_abs": max_abs_uv}
+        changes: dict[str, Any] = {"max_abs": max_abs_uv, "window_s": window_s}
         if notch_hz is not None:
             changes["notch_hz"] = notch_hz
         self.preprocessor = EegPreprocessor(dataclasses.replace(params, **changes))
@@ -158,5 +161,3 @@ class EegRunner(ModalityRunner):
         features = self.preprocessor.process(window, self.channel_names, self.rate)
         return features if isinstance(features, Invalid) else features[None].astype(np.float32)
 
-
-RunnerFactory = Callable[..., ModalityRunner]

@@ -17,6 +17,9 @@ from edge_mer.pipeline.runners import ModalityRunner
 
 log = logging.getLogger(__name__)
 
+#: The decision's label while no modality gives evidence (probabilities are then uniform).
+NO_EVIDENCE = "unknown"
+
 
 class Scheduler:
     """Turns the buffers' newest windows into decisions (JSON-ready dicts of the decision format)."""
@@ -39,6 +42,9 @@ class Scheduler:
             # A bad window or a backend hiccup costs this modality one decision, not the daemon.
             log.warning("%s: %s", runner.name, exc)
             return ModalityResult.invalid(runner.modality, runner.name, f"error: {exc}")
+        except (ValueError, RuntimeError, FloatingPointError) as exc:
+            log.exception("%s: unexpected failure on this window", runner.name)
+            return ModalityResult.invalid(runner.modality, runner.name, f"error: {type(exc).__name__}: {exc}")
 
     def tick(self, now_ns: int, t: float) -> dict[str, Any]:
         """The decision for the windows ending at ``now_ns`` (daemon clock), stamped ``t`` seconds."""
@@ -47,14 +53,16 @@ class Scheduler:
         results += [ModalityResult.invalid(m, m, f"sensor failed: {e}") for m, e in self.failures.items()]
         fused = self.rule.fuse(results, self.weights)
         probs = self.smoother.update(fused, t)
+        label = None
         if probs is None:
-            # No modality has ever been valid: no evidence, stated as a uniform estimate.
+            # No evidence (nothing valid, or the last estimate expired): uniform, and the label says so.
             probs = {label: 1.0 / len(CANONICAL_LABELS) for label in CANONICAL_LABELS}
+            label = NO_EVIDENCE
         valence, arousal = valence_arousal(probs, self.affect)
         self.decisions += 1
         return {
             "t": round(t, 6),
-            "label": max(probs, key=probs.get),
+            "label": label or max(probs, key=probs.get),
             "probs": {k: round(v, 6) for k, v in probs.items()},
             "valence": round(valence, 6),
             "arousal": round(arousal, 6),

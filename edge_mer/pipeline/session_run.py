@@ -95,10 +95,14 @@ def build_daemon(config: RunConfig, bundle: Bundle, *, allow_demo: bool = False)
         sources, offset, failed = _choose_sources(config, allow_demo, stack)
         if not sources and not failed:
             raise EdgeMerError("nothing to run: every modality is disabled or the session has no files")
-        runners = {m: build_runner(m, config, bundle, s.info) for m, s in sources.items()}
-        for runner in runners.values():
-            stack.callback(runner.backend.close)
+        if not sources and config.replay is not None:
+            raise EdgeMerError(f"nothing to replay in {config.replay}: " + "; ".join(failed.values()))
+        runners = {}
+        for modality, source in sources.items():
+            runners[modality] = build_runner(modality, config, bundle, source.info)
+            stack.callback(runners[modality].backend.close)
         rule, weights, smoother = build_fusion(config, bundle, [r.name for r in runners.values()])
+        stack.callback(rule.close)
         scheduler = Scheduler(list(runners.values()), rule, weights, smoother, bundle.manifest.affect,
                               failures=failed)
         sinks = [stack.enter_context(sink) for sink in build_sinks(config.outputs)]

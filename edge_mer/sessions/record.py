@@ -89,7 +89,10 @@ class SessionRecorder:
                               "expected a new or empty directory (refusing to overwrite a session)")
         self._labels = tuple(lb if isinstance(lb, Label) else _label(lb) for lb in labels)
         self._extra = dict(extra or {})
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the recording directory {self.directory}: {exc.strerror or exc}") from None
         self.start_ns = start_ns
         self.audio_subtype = audio_subtype
         self.session: Session | None = None

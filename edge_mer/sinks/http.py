@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCE_STATES: tuple[str, ...] = ("running", "failed", "ended", "disabled")
+SOURCE_STATES: tuple[str, ...] = ("running", "failed", "ended", "stopped")
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 _START_TIMEOUT_S = 5.0

@@ -11,6 +11,7 @@ float such as ``NaN`` becomes ``null`` instead of producing invalid JSON).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -95,6 +96,11 @@ class JsonlSink(Sink):
             return
         try:
             stream.flush()
-        finally:
             if self._owned:
                 stream.close()
+        except OSError as exc:
+            # Closing is cleanup: a full disk was already reported when writing failed.
+            log.warning("closing %s failed: %s", self.target, exc)
+            if self._owned and not stream.closed:
+                with contextlib.suppress(OSError):
+                    stream.close()

@@ -163,7 +163,12 @@ class MicrophoneSource(Source):
 
     def open(self) -> None:
         """Open the configured input device; SensorError naming it (and listing inputs) if impossible."""
-        import pyaudio  # lazy: native PortAudio
+        try:
+            import pyaudio  # lazy: native PortAudio
+        except ImportError:
+            raise SensorError("microphone needs PyAudio, which is not installed "
+                              "(pip install 'edge-mer[audio]'; it needs PortAudio, e.g. apt install portaudio19-dev)"
+                              ) from None
 
         if self._stream is not None:
             return

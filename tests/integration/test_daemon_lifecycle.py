@@ -56,7 +56,7 @@ def test_sigterm_stops_cleanly_within_two_seconds(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=5)
     assert time.monotonic() - sent < 2.0
-    assert proc.returncode == 0, proc.stderr.read()
+    assert proc.returncode == 0
 
 
 def test_http_websocket_and_lsl_clients_receive_decisions(tmp_path: Path) -> None:
@@ -138,3 +138,45 @@ def test_no_hardware_replays_the_demo_and_says_so(tmp_path: Path) -> None:
     assert "replaying the demo session" in lines[0]
     decisions = [json.loads(line) for line in lines[1:]]
     assert len(decisions) >= 20 and any(d["modalities"]["face"]["valid"] for d in decisions)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "/"], "config file / cannot be read"),
+    (["--bundle", "/etc/hostname", "--replay", str(DEMO), "--fast"], "bundle directory /etc/hostname is not a directory"),
+    (["--replay", "/nonexistent-session", "--fast"], "/nonexistent-session"),
+    (["--camera", str(DEMO / "video.mp4"), "--no-speech", "--no-eeg", "--record", "/etc/hostname/rec"],
+     "cannot create the recording directory /etc/hostname/rec"),
+])
+def test_user_mistakes_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "edge_mer.cli.main", "run", *args], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and message in lines[-1], result.stderr
+
+
+def test_a_failing_output_is_dropped_while_the_others_go_on(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _start("--replay", str(DEMO), "--jsonl", "/dev/full", "--http", "--http-port", str(port), cwd=tmp_path)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        time.sleep(1.5)
+        status, body = _get(f"http://127.0.0.1:{port}/state")
+        assert status == 200 and json.loads(body)["t"] > 0
+        assert proc.poll() is None  # still running without its JSONL output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "jsonl output failed and is dropped" in err
+
+
+def test_sigterm_during_startup_exits_promptly(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "edge_mer.cli.main", "--log-level", "INFO", "run", "--replay",
+                             str(DEMO)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert "onnxruntime" in proc.stderr.readline()  # the first encoder is loading; the daemon has not started
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    assert time.monotonic() - sent < 2.0
+    assert proc.returncode == 0

@@ -62,3 +62,10 @@ def test_deploy_example_configuration_is_valid() -> None:
     config = load_toml(RunConfig, ROOT / "deploy" / "jetson.toml")
     assert config.eeg.board.board == "CYTON_BOARD" and config.face.camera.api == "gstreamer"
     assert "nvarguscamerasrc" in config.face.camera.device
+
+
+def test_the_run_command_never_imports_the_host_tools() -> None:
+    code = ("import sys; from edge_mer.cli.main import build_parser; build_parser(['run', '--fast']); "
+            "print(sorted(m for m in sys.modules if m.startswith(('edge_mer_export', 'edge_mer_calibration'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
