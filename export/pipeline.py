@@ -30,7 +30,7 @@ from edge_mer_export.config import ExportConfig
 from edge_mer_export.engines import build_engines, write_implicit_cache
 from edge_mer_export.errors import ExportError
 from edge_mer_export.fp16 import make_fp16
-from edge_mer_export.gate import GateThresholds, gate, measure_latency
+from edge_mer_export.gate import GateThresholds, gate, measure_latency, softmax
 from edge_mer_export.int8 import make_int8
 from edge_mer_export.onnx_checks import prepare_model
 from edge_mer_export.outputs import (bundle_from_onnx, candidate_path, finish_output, start_output,
@@ -80,10 +80,7 @@ def _latency(path: Path, precision: str, feed: dict[str, np.ndarray], iterations
 
 
 def _probs(raw: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "logits":
-        e = np.exp(raw - raw.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-    return raw.astype(np.float64)
+    return softmax(raw) if kind == "logits" else raw.astype(np.float64)
 
 
 def _candidates(cfg: ExportConfig, prepared: Path, out: Path, spec: EncoderSpec,
@@ -102,6 +99,16 @@ def _candidates(cfg: ExportConfig, prepared: Path, out: Path, spec: EncoderSpec,
     return files
 
 
+def _check_disjoint(cfg: ExportConfig, name: str, calib: Path | None, evaluation: Path) -> None:
+    """The gate must not score on the data the scales were fitted to."""
+    if calib is None or "int8" not in cfg.precisions or calib.resolve() != evaluation.resolve():
+        return
+    a, b = cfg.data_for(cfg.calib_groups, name), cfg.data_for(cfg.eval_groups, name)
+    if not a or not b or set(a) & set(b):
+        raise ExportError(f"encoder {name!r}: calibration and evaluation both read {evaluation}; give "
+                          f"--calib-groups and --eval-groups that do not overlap, or separate data")
+
+
 def export_encoder(cfg: ExportConfig, bundle: Bundle, name: str, out: Path, work: Path) -> tuple[EncoderSpec,
                                                                                                   EncoderResult]:
     """Candidates for one encoder, gated against its FP32 model on the evaluation data."""
@@ -112,6 +119,7 @@ def export_encoder(cfg: ExportConfig, bundle: Bundle, name: str, out: Path, work
     if "int8" in cfg.precisions and calib_path is None:
         raise ExportError(f"encoder {name!r} has no calibration data for int8; give --calib {name}=PATH "
                           "(edge-mer never calibrates on random data)")
+    _check_disjoint(cfg, name, calib_path, eval_path)
     calib = (_samples(cfg, calib_path, spec, cfg.calib_size, cfg.data_for(cfg.calib_groups, name),
                       f"{name} calibration data") if "int8" in cfg.precisions else None)
     evaluation = _samples(cfg, eval_path, spec, cfg.eval_size, cfg.data_for(cfg.eval_groups, name),

@@ -151,3 +151,13 @@ def test_user_errors_are_one_line(tmp_path: Path, args: list[str], message: str)
 def test_export_help_exits_zero() -> None:
     result = _cli("export", "--help")
     assert result.returncode == 0 and "--calib" in result.stdout
+
+
+def test_calibrating_and_gating_on_the_same_people_is_refused(tmp_path: Path, shared_dir: Path) -> None:
+    emodb = shared_dir / "data" / "speech" / "emodb"
+    result = _cli("export", str(default_bundle_path()), "--out", str(tmp_path / "o"), "--encoder", "speech",
+                  "--calib", f"speech={emodb}", "--eval", f"speech={emodb}", "--calib-groups", "speech=08,09",
+                  "--eval-groups", "speech=09,10")
+    assert result.returncode == 2
+    assert "calibration and evaluation both read" in result.stderr
+    assert not (tmp_path / "o").exists()  # nothing half-written is left behind

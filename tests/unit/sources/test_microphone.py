@@ -153,3 +153,17 @@ def test_capture_through_portaudio_from_alsa_null_device(tmp_path: Path) -> None
     assert result["sizes"] == [320] and result["dtypes"] == ["float32"] and result["rate"] == 16000
     assert result["meta"]["overflows"] > 0 and result["meta"]["dropped"] > 0
     assert result["increasing"] and result["close_s"] < 0.5
+
+
+def test_a_missing_pyaudio_is_a_sensor_error_naming_the_install() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['pyaudio'] = None\n"  # what `import pyaudio` sees without the package
+            "from edge_mer.errors import SensorError\n"
+            "from edge_mer.pipeline.config import MicrophoneConfig\n"
+            "from edge_mer.sources.microphone import MicrophoneSource\n"
+            "try:\n    MicrophoneSource(MicrophoneConfig()).open()\n"
+            "except SensorError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "PyAudio, which is not installed" in out and "edge-mer[audio]" in out
