@@ -1,0 +1,1 @@
+"""Benchmark helpers: power, temperature and load readers for edge devices."""
