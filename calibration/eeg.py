@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_mer.errors import ConfigError, InputError, SensorError
+from edge_mer.errors import InputError, SensorError
 from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.eeg import EegParams, EegPreprocessor, board_eeg
-from edge_mer.sessions.format import Session, load_session
+from edge_mer.sessions.format import Session
 from edge_mer.sessions.replay import EegReplaySource
-from edge_mer_calibration.samples import Sample
+from edge_mer_calibration.samples import Sample, session_with
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,7 @@ def read_session_eeg(session_dir: str | Path, params: EegParams, hop_s: float = 
     """
     _check_hop(hop_s)
     root = Path(session_dir)
-    try:
-        session = load_session(root)
-    except ConfigError as exc:
-        raise InputError(f"session {root}: {exc}") from None
-    if session.eeg is None:
-        raise InputError(f"session {root} has no EEG file (session.json has no 'eeg')")
+    session = session_with(root, "eeg")
     data, names, rate, times = _session_eeg(session)
     pre = EegPreprocessor(params)
     skipped: Counter[str] = Counter()

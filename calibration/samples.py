@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from edge_mer.errors import InputError
+from edge_mer.errors import ConfigError, InputError
+from edge_mer.sessions.format import Session, load_session
 
 
 @dataclass(frozen=True)
@@ -43,3 +45,14 @@ def batched_feeds(samples: Iterable[Sample], input_name: str, batch_size: int = 
             pending = []
     if pending:
         yield {input_name: np.stack([s.array for s in pending])}, pending
+
+
+def session_with(root: str | Path, key: str) -> Session:
+    """The session in ``root``, which must name a ``key`` file ("video", "audio" or "eeg"); InputError otherwise."""
+    try:
+        session = load_session(root)
+    except ConfigError as exc:
+        raise InputError(f"session {root}: {exc}") from None
+    if getattr(session, key) is None:
+        raise InputError(f"session {root} has no {key} file (session.json has no {key!r})")
+    return session

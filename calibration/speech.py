@@ -33,7 +33,7 @@ from edge_mer.preprocess.audio import AudioParams, AudioPreprocessor
 from edge_mer.preprocess.base import Invalid
 from edge_mer.sessions.format import load_session
 from edge_mer.sessions.replay import AudioReplaySource
-from edge_mer_calibration.samples import Sample
+from edge_mer_calibration.samples import Sample, session_with
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +189,7 @@ def read_session_audio(session_dir: str | Path, params: AudioParams, window_s: f
     """
     _check_timing(window_s, hop_s)
     root = Path(session_dir)
-    try:
-        session = load_session(root)
-    except ConfigError as exc:
-        raise InputError(f"session {root}: {exc}") from None
-    if session.audio is None:
-        raise InputError(f"session {root} has no audio file (session.json has no 'audio')")
+    session = session_with(root, "audio")
     samples, rate = session_audio(root)
     pre = AudioPreprocessor(params)
     skipped: Counter[str] = Counter()

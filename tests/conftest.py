@@ -90,3 +90,17 @@ def tiny_bundle(tmp_path: Path) -> Path:
     write_manifest(root, Manifest(FORMAT, "tiny", "0.0.1", {"face": spec}, affect,
                                   FusionSpec(weights={"face": 1.0})))
     return root
+
+
+def replay_all(session, offset: int = 0):
+    """Every chunk of every stream of a session (a Session or a directory), replayed fast, and the stream infos."""
+    from edge_mer.sessions import replay_sources
+
+    sources = replay_sources(session, pace=False, clock_offset_ns=offset)
+    for source in sources.values():
+        source.open()
+    try:
+        return {m: list(s) for m, s in sources.items()}, {m: s.info for m, s in sources.items()}
+    finally:
+        for source in sources.values():
+            source.close()

@@ -34,6 +34,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _batch_of_one(features: np.ndarray | Invalid) -> np.ndarray | Invalid:
+    """One window's features as a float32 batch of one, or the reason there are none."""
+    return features if isinstance(features, Invalid) else features[None].astype(np.float32, copy=False)
+
+
 class ModalityRunner(abc.ABC):
     """Runs one encoder on the newest window of one modality's buffer."""
 
@@ -52,9 +57,8 @@ class ModalityRunner(abc.ABC):
         self._output = out
         self._input_name = spec.inputs[0].name
 
-    @property
-    @abc.abstractmethod
-    def buffer(self) -> FrameBuffer | SampleBuffer: ...
+    #: Where the source's chunks go; set by each subclass.
+    buffer: FrameBuffer | SampleBuffer
 
     @abc.abstractmethod
     def _features(self, now_ns: int) -> np.ndarray | Invalid:
@@ -91,16 +95,12 @@ class FaceRunner(ModalityRunner):
     def __init__(self, name: str, spec: EncoderSpec, backend: Backend, detector: FaceDetector,
                  window_s: float, stale_s: float, max_frames: int, capacity: int = 64) -> None:
         super().__init__(name, spec, backend, window_s, stale_s)
-        self._buffer = FrameBuffer(capacity)
+        self.buffer = FrameBuffer(capacity)
         self.max_frames = max_frames
         self.preprocessor = FacePreprocessor(spec.preprocessing, detector)
 
-    @property
-    def buffer(self) -> FrameBuffer:
-        return self._buffer
-
     def _features(self, now_ns: int) -> np.ndarray | Invalid:
-        frames = self._buffer.window(now_ns, self.window_s, self.max_frames)
+        frames = self.buffer.window(now_ns, self.window_s, self.max_frames)
         return self.preprocessor.process(frames)
 
 
@@ -112,20 +112,15 @@ class SpeechRunner(ModalityRunner):
     def __init__(self, name: str, spec: EncoderSpec, backend: Backend, rate: float,
                  window_s: float, stale_s: float, capacity_s: float = 10.0) -> None:
         super().__init__(name, spec, backend, window_s, stale_s)
-        self._buffer = SampleBuffer(rate, 1, max(capacity_s, window_s * 2))
+        self.buffer = SampleBuffer(rate, 1, max(capacity_s, window_s * 2))
         self.rate = int(round(rate))
         self.preprocessor = AudioPreprocessor(spec.preprocessing)
 
-    @property
-    def buffer(self) -> SampleBuffer:
-        return self._buffer
-
     def _features(self, now_ns: int) -> np.ndarray | Invalid:
-        window = self._buffer.window(self.window_s)
+        window = self.buffer.window(self.window_s)
         if window is None:
             return Invalid("filling: less than one window of audio")
-        features = self.preprocessor.process(window[0].astype(np.float32), self.rate)
-        return features if isinstance(features, Invalid) else features[None]
+        return _batch_of_one(self.preprocessor.process(window[0].astype(np.float32), self.rate))
 
 
 class EegRunner(ModalityRunner):
@@ -142,7 +137,7 @@ class EegRunner(ModalityRunner):
                         params.window_s, name)
         window_s = params.window_s if window_s is None else window_s
         super().__init__(name, spec, backend, window_s, stale_s)
-        self._buffer = SampleBuffer(rate, len(channel_names), max(capacity_s, window_s * 2))
+        self.buffer = SampleBuffer(rate, len(channel_names), max(capacity_s, window_s * 2))
         self.rate = rate
         self.channel_names = channel_names
         changes: dict[str, Any] = {"max_abs": max_abs_uv, "window_s": window_s}
@@ -150,14 +145,9 @@ class EegRunner(ModalityRunner):
             changes["notch_hz"] = notch_hz
         self.preprocessor = EegPreprocessor(dataclasses.replace(params, **changes))
 
-    @property
-    def buffer(self) -> SampleBuffer:
-        return self._buffer
-
     def _features(self, now_ns: int) -> np.ndarray | Invalid:
-        window = self._buffer.window(self.window_s)
+        window = self.buffer.window(self.window_s)
         if window is None:
             return Invalid("filling: less than one window of EEG")
-        features = self.preprocessor.process(window, self.channel_names, self.rate)
-        return features if isinstance(features, Invalid) else features[None].astype(np.float32)
+        return _batch_of_one(self.preprocessor.process(window, self.channel_names, self.rate))
 

@@ -7,22 +7,16 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_mer.sessions import DEMO_SESSION, load_session, replay_sources
+from edge_mer.sessions import DEMO_SESSION, load_session
 from edge_mer.sources.base import Chunk
+from conftest import replay_all
 
 EEG_CHANNELS = ("Fz", "C3", "Cz", "C4", "Pz", "Oz", "F7", "F3", "F4", "F8")
 
 
 @pytest.fixture(scope="module")
 def replayed() -> tuple[dict[str, list[Chunk]], dict[str, object]]:
-    sources = replay_sources(load_session(DEMO_SESSION), pace=False, clock_offset_ns=0)
-    for source in sources.values():
-        source.open()
-    try:
-        return {m: list(s) for m, s in sources.items()}, {m: s.info for m, s in sources.items()}
-    finally:
-        for source in sources.values():
-            source.close()
+    return replay_all(load_session(DEMO_SESSION))
 
 
 def test_demo_session_is_complete_small_and_documented() -> None:
