@@ -13,7 +13,7 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -36,22 +36,47 @@ FPS = 15
 FRAME_SIZE = (320, 240)
 
 
-def _video(path: Path, ckplus: Path, labels: Sequence[str], seconds: float) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, FRAME_SIZE)
+@dataclass(frozen=True)
+class SessionRates:
+    """Video fps and frame size; audio and EEG rates (None: the dataset's own, 22,050 Hz and 128 Hz)."""
+
+    fps: int = FPS
+    frame_size: tuple[int, int] = FRAME_SIZE
+    audio_rate: int | None = None
+    eeg_rate: int | None = None
+
+
+def _video(path: Path, ckplus: Path, labels: Sequence[str], seconds: float, fps: int,
+           size: tuple[int, int]) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    side = size[1] * 2 // 3  # the face fills two thirds of the height, centred
+    x0, y0 = (size[0] - side) // 2, (size[1] - side) // 2
     try:
         for label in labels:
             images = sorted((ckplus / CKPLUS_FOLDERS[label]).glob("*.png"))
-            for i in range(int(seconds * FPS)):
-                face = cv2.imread(str(images[(i // FPS) % len(images)]), cv2.IMREAD_GRAYSCALE)
-                frame = np.full((FRAME_SIZE[1], FRAME_SIZE[0], 3), 96, np.uint8)
-                big = cv2.cvtColor(cv2.resize(face, (160, 160), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2BGR)
-                frame[40:200, 80:240] = big
+            for i in range(int(seconds * fps)):
+                face = cv2.imread(str(images[(i // fps) % len(images)]), cv2.IMREAD_GRAYSCALE)
+                frame = np.full((size[1], size[0], 3), 96, np.uint8)
+                big = cv2.cvtColor(cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2BGR)
+                frame[y0:y0 + side, x0:x0 + side] = big
                 writer.write(frame)
     finally:
         writer.release()
 
 
-def _audio(path: Path, emodb: Path, speaker: str, labels: Sequence[str], seconds: float) -> None:
+def _resampled(data: np.ndarray, rate: int, target: int | None) -> tuple[np.ndarray, int]:
+    if target is None or target == rate:
+        return data, rate
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(int(rate), int(target))
+    return resample_poly(data, target // g, int(rate) // g, axis=0), target
+
+
+def _audio(path: Path, emodb: Path, speaker: str, labels: Sequence[str], seconds: float,
+           target_rate: int | None) -> None:
     pieces, rate = [], None
     for label in labels:
         clips = sorted(p for p in emodb.glob(f"{speaker}*.wav") if p.name[5] == EMODB_LETTERS[label])
@@ -65,10 +90,11 @@ def _audio(path: Path, emodb: Path, speaker: str, labels: Sequence[str], seconds
             pieces.append(take)
             got += len(take)
             i += 1
-    soundfile.write(str(path), np.concatenate(pieces), rate, subtype="PCM_16")
+    data, rate = _resampled(np.concatenate(pieces), rate, target_rate)
+    soundfile.write(str(path), np.clip(data, -1.0, 1.0), rate, subtype="PCM_16")
 
 
-def _eeg(path: Path, gu: Path, subject: str, labels: Sequence[str], seconds: float) -> None:
+def _eeg(path: Path, gu: Path, subject: str, labels: Sequence[str], seconds: float, target_rate: int | None) -> int:
     from scipy.io import loadmat
 
     n = int(seconds * GU_RATE)
@@ -78,22 +104,29 @@ def _eeg(path: Path, gu: Path, subject: str, labels: Sequence[str], seconds: flo
         if matrix.shape[0] < n:
             raise InputError(f"{subject} {label}: {matrix.shape[0]} samples, segment needs {n}")
         rows.append(matrix[:n])
-    data = np.concatenate(rows)
-    times = np.arange(len(data)) / GU_RATE
+    data, rate = _resampled(np.concatenate(rows), GU_RATE, target_rate)
+    times = np.arange(len(data)) / rate
     header = "timestamp," + ",".join(GU_CHANNELS)
     np.savetxt(path, np.column_stack([times, data]), delimiter=",", header=header, comments="", fmt="%.6f")
+    return rate
 
 
 def build_session(shared: Path, out: Path, labels: Sequence[str] = ("happy", "sad", "fear"),
-                  seconds: float = 8.0, speaker: str = "08", subject: str = "sub1") -> Path:
-    """Write a labelled session of ``len(labels)`` segments of ``seconds`` each into ``out``."""
+                  seconds: float = 8.0, speaker: str = "08", subject: str = "sub1",
+                  rates: SessionRates = SessionRates()) -> Path:
+    """Write a labelled session of ``len(labels)`` segments of ``seconds`` each into ``out``.
+
+    ``rates`` sets the video's fps and size and resamples audio and EEG (the
+    benchmark session: 30 fps 640x480, 16 kHz, 250 Hz like a Cyton board).
+    """
     out.mkdir(parents=True, exist_ok=True)
     data = shared / "data"
-    _video(out / "video.mp4", data / "face" / "ckplus48", labels, seconds)
-    _audio(out / "audio.wav", data / "speech" / "emodb", speaker, labels, seconds)
-    _eeg(out / "eeg.csv", data / "eeg" / "gu", subject, [lb for lb in labels if lb in GU_LETTERS], seconds)
+    _video(out / "video.mp4", data / "face" / "ckplus48", labels, seconds, rates.fps, rates.frame_size)
+    _audio(out / "audio.wav", data / "speech" / "emodb", speaker, labels, seconds, rates.audio_rate)
+    eeg_rate = _eeg(out / "eeg.csv", data / "eeg" / "gu", subject, [lb for lb in labels if lb in GU_LETTERS],
+                    seconds, rates.eeg_rate)
     session = {"format": "edge-mer-session/1", "video": "video.mp4", "audio": "audio.wav", "eeg": "eeg.csv",
-               "eeg_sampling_rate": GU_RATE,
+               "eeg_sampling_rate": eeg_rate,
                "labels": [{"start": i * seconds, "end": (i + 1) * seconds, "label": lb} for i, lb in enumerate(labels)],
                "origin": f"CK+48 faces; EMO-DB speaker {speaker}; GU EEG {subject} trial 1"}
     (out / "session.json").write_text(json.dumps(session, indent=2) + "\n")

@@ -29,16 +29,16 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge_mer.backends.base import Backend
+from edge_mer.bench.latency import time_infer
 from edge_mer.bundle.schema import PrecisionReport
 from edge_mer.config import require
-from edge_mer.errors import BackendError, InputError
+from edge_mer.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -334,19 +334,10 @@ def measure_latency(backend: Backend, feeds: Mapping[str, np.ndarray], *, warmup
 
     Returns ``p50_ms``, ``p90_ms``, ``mean_ms``, ``min_ms``, ``max_ms`` (linear
     interpolation percentiles over ``iterations`` timed calls after ``warmup``
-    untimed ones) and the two counts.
+    untimed ones) and the two counts. The timing loop is the runtime's
+    (:func:`edge_mer.bench.latency.time_infer`, the one ``edge-mer bench`` uses).
     """
-    require(isinstance(warmup, int) and warmup >= 0, f"warmup must be an int >= 0, got {warmup!r}")
-    require(isinstance(iterations, int) and iterations >= 1, f"iterations must be an int >= 1, got {iterations!r}")
-    if not backend.loaded:
-        raise BackendError(f"{backend.name} backend for {backend.model.name!r} is not loaded; call load() first")
-    for _ in range(warmup):
-        backend.infer(feeds)
-    samples = np.empty(iterations, dtype=np.float64)
-    for i in range(iterations):
-        start = time.perf_counter_ns()
-        backend.infer(feeds)
-        samples[i] = (time.perf_counter_ns() - start) / 1e6
+    samples = time_infer(backend, feeds, warmup=warmup, iterations=iterations)
     p50, p90 = np.percentile(samples, [50, 90])
     return {"p50_ms": float(p50), "p90_ms": float(p90), "mean_ms": float(samples.mean()),
             "min_ms": float(samples.min()), "max_ms": float(samples.max()),

@@ -18,10 +18,13 @@ class OrtOptions:
 
     ``providers`` empty means: TensorRT, then CUDA execution providers where the
     installed onnxruntime has them, then the CPU.  Thread counts of 0 let ONNX
-    Runtime choose (one per physical core).
+    Runtime choose (one per physical core). One intra-op thread is the
+    default: the encoders are small enough that a thread pool's hand-offs
+    and spinning cost more than they save (``edge-mer bench --compare``
+    measures both).
     """
 
-    intra_op_threads: int = 0
+    intra_op_threads: int = 1
     inter_op_threads: int = 0
     providers: tuple[str, ...] = ()
     graph_optimization: GraphOptimization = "all"

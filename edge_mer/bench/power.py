@@ -338,3 +338,35 @@ class RaplReader:
         if elapsed <= 0:
             raise InputError(f"RAPL readings must be in time order, got elapsed {elapsed!r} s")
         return sum(self.joules_between(start, end).values()) / elapsed
+
+
+class PowerMonitor:
+    """Power over a ``with`` block: tegrastats on a Jetson, else RAPL package energy, else the reason for none."""
+
+    def __init__(self, tegrastats: TegrastatsReader | None = None, rapl: RaplReader | None = None) -> None:
+        self.tegrastats = tegrastats or TegrastatsReader()
+        self.rapl = rapl if rapl is not None or self.tegrastats.available else RaplReader()
+        self._start: RaplReading | None = None
+        self._result: dict | None = None
+
+    def __enter__(self) -> PowerMonitor:
+        if self.tegrastats.available:
+            self.tegrastats.start()
+        elif self.rapl is not None and self.rapl.available:
+            self._start = self.rapl.read()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.tegrastats.available:
+            self.tegrastats.stop()
+            self._result = {"source": "tegrastats", **self.tegrastats.summary()}
+        elif self._start is not None and self.rapl is not None:
+            watts = self.rapl.watts_between(self._start, self.rapl.read())
+            self._result = {"source": "rapl", "package_power_mean_w": round(watts, 2)}
+
+    def summary(self) -> dict:
+        """What was measured, or ``{"source": None, "reason": ...}``."""
+        if self._result is not None:
+            return self._result
+        reasons = [self.tegrastats.reason] + ([self.rapl.reason] if self.rapl is not None else [])
+        return {"source": None, "reason": "; ".join(r for r in reasons if r)}

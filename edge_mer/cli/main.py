@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 SUBCOMMANDS: dict[str, str] = {
     "info": "edge_mer.cli.info",
     "run": "edge_mer.cli.run",
+    "bench": "edge_mer.cli.bench",
 }
 #: Host tools add subcommands through this entry-point group (``edge-mer export`` comes from
 #: edge_mer_export), so the device runtime never imports them.

@@ -12,20 +12,19 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from edge_mer.bundle import default_bundle_path, load_bundle
-from edge_mer.config import from_dict, read_toml
-from edge_mer.errors import ConfigError
+from edge_mer.cli.flags import Flag, add_flags, config_from_flags
 from edge_mer.pipeline.config import RunConfig
 from edge_mer.pipeline.session_run import build_daemon
 
 log = logging.getLogger(__name__)
 
-# flag, configuration field, type ("flag" = sets True, "no" = sets False), help
-FLAGS: tuple[tuple[str, str, Any, str], ...] = (
+FLAGS: tuple[Flag, ...] = (
     ("--rate-hz", "rate_hz", float, "decisions per second (default 2)"),
+    ("--no-align-ticks", "align_ticks", "no", "tick on the timer alone, not right after the next sensor chunk"),
+    ("--numpy-threads", "numpy_threads", int, "BLAS threads for preprocessing (default 1; 0 = library default)"),
     ("--precision", "precision", str, "fp32, fp16, int8 or auto for every encoder"),
     ("--bundle", "bundle", str, "model bundle directory (default: the bundle shipped in the package)"),
     ("--duration-s", "duration_s", float, "stop after this many seconds (0 = until stopped)"),
@@ -33,7 +32,7 @@ FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--fast", "fast", "flag", "with --replay: as fast as possible, decisions on the session clock, then exit"),
     ("--record", "record", str, "record the sensors into this new session directory (opt-in; off by default)"),
     ("--backend", "backend.name", str, "auto, onnxruntime or tensorrt"),
-    ("--threads", "backend.onnxruntime.intra_op_threads", int, "ONNX Runtime intra-op threads (0 = default)"),
+    ("--threads", "backend.onnxruntime.intra_op_threads", int, "ONNX Runtime intra-op threads (default 1; 0 = its own choice)"),
     ("--jsonl", "outputs.jsonl", str, "decisions as JSON lines: - (stdout), a file, or '' (off)"),
     ("--http", "outputs.http.enabled", "flag", "serve /healthz /metrics /state and the /ws WebSocket"),
     ("--http-host", "outputs.http.host", str, "HTTP bind address (default 127.0.0.1)"),
@@ -54,35 +53,12 @@ FLAGS: tuple[tuple[str, str, Any, str], ...] = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML configuration file")
-    for flag, key, kind, text in FLAGS:
-        help_text = f"{text} [{key}]"
-        if kind == "flag":
-            parser.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=help_text)
-        elif kind == "no":
-            parser.add_argument(flag, dest=key, action="store_const", const=False, default=None, help=help_text)
-        else:
-            parser.add_argument(flag, dest=key, type=kind, default=None, help=help_text)
-
-
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = tree.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{part} must be a table in the configuration")
-        tree = node
-    tree[leaf] = value
+    add_flags(parser, FLAGS)
 
 
 def load_config(args: argparse.Namespace) -> RunConfig:
     """The TOML file (if any) with the flags applied on top, validated once."""
-    data: dict[str, Any] = read_toml(args.config) if args.config is not None else {}
-    for _, key, _, _ in FLAGS:
-        value = getattr(args, key)
-        if value is not None:
-            _set(data, key, value)
-    return from_dict(RunConfig, data)
+    return config_from_flags(RunConfig, args, FLAGS)
 
 
 def _explicit(args: argparse.Namespace, config: RunConfig) -> bool:

@@ -15,6 +15,7 @@ from edge_mer.pipeline.config import RunConfig
 from edge_mer.pipeline.runners import EegRunner, FaceRunner, ModalityRunner, SpeechRunner
 from edge_mer.preprocess.face_detect import create_detector
 from edge_mer.sources.base import Source, StreamInfo
+from edge_mer.timing import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,9 @@ def choose_eeg_encoder(bundle: Bundle, channel_names: tuple[str, ...], requested
     return max(fitting)[1]
 
 
-def build_runner(modality: str, config: RunConfig, bundle: Bundle, info: StreamInfo) -> ModalityRunner:
-    """The runner for one opened source, with its encoder's backend loaded."""
+def build_runner(modality: str, config: RunConfig, bundle: Bundle, info: StreamInfo,
+                 timings: StageTimes | None = None) -> ModalityRunner:
+    """The runner for one opened source, with its encoder's backend loaded; stage times go to ``timings``."""
     if modality == "eeg":
         name = choose_eeg_encoder(bundle, info.channel_names, config.eeg.encoder)
     else:
@@ -80,13 +82,14 @@ def build_runner(modality: str, config: RunConfig, bundle: Bundle, info: StreamI
     log.info("%s: encoder %s (%s) on %s", modality, name, precision, backend.name)
     if modality == "face":
         c = config.face
-        return FaceRunner(name, spec, backend, create_detector(c.detector), c.window_s, c.stale_s, c.max_frames)
+        return FaceRunner(name, spec, backend, create_detector(c.detector), c.window_s, c.stale_s, c.max_frames,
+                          timings=timings)
     if modality == "speech":
         c = config.speech
-        return SpeechRunner(name, spec, backend, info.rate, c.window_s, c.stale_s)
+        return SpeechRunner(name, spec, backend, info.rate, c.window_s, c.stale_s, timings=timings)
     c = config.eeg
     return EegRunner(name, spec, backend, info.rate, info.channel_names, c.window_s, c.stale_s, c.notch_hz,
-                     c.max_abs_uv)
+                     c.max_abs_uv, timings=timings, hop_s=c.hop_s)
 
 
 def build_fusion(config: RunConfig, bundle: Bundle, encoders: list[str]) -> tuple[FusionRule, dict[str, float],

@@ -45,16 +45,17 @@ class Pump(threading.Thread):
     """Moves one source's chunks into its runner's buffer (and the recorder), recording failures."""
 
     def __init__(self, modality: str, source: Source, runner: ModalityRunner, state: SourceState,
-                 hook: ChunkHook | None) -> None:
+                 hook: ChunkHook | None, arrived: threading.Event | None = None) -> None:
         super().__init__(name=f"edge-mer-{modality}", daemon=True)
         self.modality, self.source, self.runner, self.state, self.hook = modality, source, runner, state, hook
+        self.arrived = arrived
 
     def run(self) -> None:
         try:
             for chunk in self.source:
-                self.runner.buffer.push(chunk)
-                self.state.chunks += 1
-                self.state.last_chunk_ns = chunk.t_ns
+                accept(self.modality, chunk, self.runner, self.state)
+                if self.arrived is not None:
+                    self.arrived.set()
                 self._record(chunk)
         except Exception as exc:  # noqa: BLE001 - any sensor failure must mark the modality, not vanish
             mark_failed(self.modality, self.state, self.runner, exc)
@@ -70,6 +71,17 @@ class Pump(threading.Thread):
             # A full disk stops the recording, not the sensor.
             log.error("recording %s stopped: %s", self.modality, exc)
             self.hook = None
+
+
+def accept(modality: str, chunk: Chunk, runner: ModalityRunner, state: SourceState) -> None:
+    """Put ``chunk`` into its runner's buffer, let the runner work on it, and account for it (health, decode)."""
+    runner.buffer.push(chunk)
+    runner.on_chunk(chunk)
+    state.chunks += 1
+    state.last_chunk_ns = chunk.t_ns
+    decode_ms = chunk.meta.get("decode_ms")
+    if decode_ms is not None:
+        runner.timings.add(f"decode.{modality}", decode_ms)
 
 
 def mark_failed(modality: str, state: SourceState, runner: ModalityRunner, exc: BaseException) -> None:
@@ -90,7 +102,15 @@ def mark_ended(modality: str, state: SourceState, runner: ModalityRunner) -> Non
 
 @dataclass
 class Daemon:
-    """Runs ``scheduler`` over ``sources`` until stopped, the duration passes, or every source has ended."""
+    """Runs ``scheduler`` over ``sources`` until stopped, the duration passes, or every source has ended.
+
+    With ``align_ticks`` (live and real-time replay), a tick that falls due
+    waits for the next chunk from any source (at most one tick period, and at
+    most 100 ms) and runs as soon as it arrives, so each decision includes the
+    freshest data instead of data up to one chunk interval old. End-to-end
+    latency (newest included sample to the decision handed to every output) is
+    recorded as stage ``decision`` in the scheduler's timings.
+    """
 
     scheduler: Scheduler
     sources: dict[str, Source]
@@ -102,6 +122,8 @@ class Daemon:
     hook: ChunkHook | None = None
     states: dict[str, SourceState] = field(default_factory=dict)
     started_ns: int = field(default_factory=time.monotonic_ns)
+    align_ticks: bool = True
+    _arrived: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.states = {m: SourceState() for m in self.sources}
@@ -127,6 +149,9 @@ class Daemon:
                 self.sinks.remove(sink)
         if not self.sinks:
             raise EdgeMerError("every output has failed; stopping")
+        newest = self.scheduler.newest_t_ns
+        if not fast and newest is not None:
+            self.scheduler.timings.add("decision", (time.monotonic_ns() - newest) / 1e6)
 
     def run_live(self, stop: threading.Event) -> None:
         """Pump threads plus ticks on the monotonic clock (live sensors or real-time replay)."""
@@ -135,7 +160,8 @@ class Daemon:
             self.clock_offset_ns = time.monotonic_ns() + 50_000_000
             for source in self.sources.values():
                 source.clock_offset_ns = self.clock_offset_ns
-        pumps = [Pump(m, s, self.runners[m], self.states[m], self.hook) for m, s in self.sources.items()]
+        pumps = [Pump(m, s, self.runners[m], self.states[m], self.hook, self._arrived)
+                 for m, s in self.sources.items()]
         for pump in pumps:
             pump.start()
         period = int(1e9 / self.rate_hz)
@@ -148,6 +174,9 @@ class Daemon:
                 wait = (wake - time.monotonic_ns()) / 1e9
                 if wait > 0 and stop.wait(wait):
                     break
+                if self.align_ticks and wake == next_tick:
+                    self._arrived.clear()
+                    self._arrived.wait(min(period / 1e9, 0.1))
                 now = time.monotonic_ns()
                 if deadline is not None and now >= deadline and now < next_tick:
                     break
@@ -189,9 +218,7 @@ class Daemon:
                 next_tick += period
             if stop.is_set() or (end is not None and next_tick > end):
                 return
-            self.runners[modality].buffer.push(chunk)
-            state = self.states[modality]
-            state.chunks, state.last_chunk_ns = state.chunks + 1, chunk.t_ns
+            accept(modality, chunk, self.runners[modality], self.states[modality])
             last = chunk.t_ns
         while next_tick <= last and not stop.is_set() and (end is None or next_tick <= end):
             self._emit(next_tick, next_tick / 1e9, fast=True)

@@ -21,6 +21,8 @@ class ModalityResult:
     reason: str | None = None
     probs: dict[str, float] = field(default_factory=dict)
     latency_ms: float = 0.0
+    #: Daemon-clock time of the newest sample the result looked at (None: no data); not part of the JSON.
+    newest_t_ns: int | None = None
 
     @property
     def label(self) -> str | None:
@@ -31,5 +33,6 @@ class ModalityResult:
                 "probs": {k: round(v, 6) for k, v in self.probs.items()}, "latency_ms": round(self.latency_ms, 3)}
 
     @classmethod
-    def invalid(cls, modality: str, encoder: str, reason: str, latency_ms: float = 0.0) -> ModalityResult:
-        return cls(modality, encoder, False, reason, {}, latency_ms)
+    def invalid(cls, modality: str, encoder: str, reason: str, latency_ms: float = 0.0,
+                newest_t_ns: int | None = None) -> ModalityResult:
+        return cls(modality, encoder, False, reason, {}, latency_ms, newest_t_ns)

@@ -14,6 +14,7 @@ from edge_mer.fusion.rules import FusionRule
 from edge_mer.fusion.smoothing import EmaSmoother
 from edge_mer.pipeline.results import ModalityResult
 from edge_mer.pipeline.runners import ModalityRunner
+from edge_mer.timing import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,12 @@ class Scheduler:
     """Turns the buffers' newest windows into decisions (JSON-ready dicts of the decision format)."""
 
     def __init__(self, runners: Sequence[ModalityRunner], rule: FusionRule, weights: Mapping[str, float],
-                 smoother: EmaSmoother, affect: AffectSpace, failures: Mapping[str, str] | None = None) -> None:
+                 smoother: EmaSmoother, affect: AffectSpace, failures: Mapping[str, str] | None = None,
+                 timings: StageTimes | None = None) -> None:
         self.runners = list(runners)
+        self.timings = timings if timings is not None else StageTimes()
+        #: Daemon-clock time of the newest sample the last decision included (None: it included none).
+        self.newest_t_ns: int | None = None
         # Modalities whose sensor never opened: reported invalid in every decision.
         self.failures = dict(failures or {})
         self.rule = rule
@@ -51,15 +56,19 @@ class Scheduler:
         started = time.perf_counter()
         results = [self._run(r, now_ns) for r in self.runners]
         results += [ModalityResult.invalid(m, m, f"sensor failed: {e}") for m, e in self.failures.items()]
-        fused = self.rule.fuse(results, self.weights)
-        probs = self.smoother.update(fused, t)
-        label = None
-        if probs is None:
-            # No evidence (nothing valid, or the last estimate expired): uniform, and the label says so.
-            probs = {label: 1.0 / len(CANONICAL_LABELS) for label in CANONICAL_LABELS}
-            label = NO_EVIDENCE
-        valence, arousal = valence_arousal(probs, self.affect)
+        with self.timings.time("fusion"):
+            fused = self.rule.fuse(results, self.weights)
+            probs = self.smoother.update(fused, t)
+            label = None
+            if probs is None:
+                # No evidence (nothing valid, or the last estimate expired): uniform, and the label says so.
+                probs = {label: 1.0 / len(CANONICAL_LABELS) for label in CANONICAL_LABELS}
+                label = NO_EVIDENCE
+            valence, arousal = valence_arousal(probs, self.affect)
         self.decisions += 1
+        self.newest_t_ns = max((r.newest_t_ns for r in results if r.newest_t_ns is not None), default=None)
+        latency_ms = (time.perf_counter() - started) * 1e3
+        self.timings.add("tick", latency_ms)
         return {
             "t": round(t, 6),
             "label": label or max(probs, key=probs.get),
@@ -67,5 +76,5 @@ class Scheduler:
             "valence": round(valence, 6),
             "arousal": round(arousal, 6),
             "modalities": {r.modality: r.to_json() for r in results},
-            "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
+            "latency_ms": round(latency_ms, 3),
         }

@@ -16,6 +16,7 @@ from edge_mer.pipeline.config import RunConfig
 from edge_mer.pipeline.daemon import Daemon, SourceState
 from edge_mer.pipeline.scheduler import Scheduler
 from edge_mer.sources.base import Chunk, Source
+from edge_mer.timing import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +93,28 @@ def build_daemon(config: RunConfig, bundle: Bundle, *, allow_demo: bool = False)
     from edge_mer.sinks.registry import build_sinks
 
     with contextlib.ExitStack() as stack:
+        if config.numpy_threads:
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(limits=config.numpy_threads, user_api="blas"))
         sources, offset, failed = _choose_sources(config, allow_demo, stack)
         if not sources and not failed:
             raise EdgeMerError("nothing to run: every modality is disabled or the session has no files")
         if not sources and config.replay is not None:
             raise EdgeMerError(f"nothing to replay in {config.replay}: " + "; ".join(failed.values()))
         runners = {}
+        timings = StageTimes()
         for modality, source in sources.items():
-            runners[modality] = build_runner(modality, config, bundle, source.info)
+            runners[modality] = build_runner(modality, config, bundle, source.info, timings)
             stack.callback(runners[modality].backend.close)
         rule, weights, smoother = build_fusion(config, bundle, [r.name for r in runners.values()])
         stack.callback(rule.close)
         scheduler = Scheduler(list(runners.values()), rule, weights, smoother, bundle.manifest.affect,
-                              failures=failed)
+                              failures=failed, timings=timings)
         sinks = [stack.enter_context(sink) for sink in build_sinks(config.outputs)]
         hook = _recorder_hook(config, sources, stack) if config.record is not None else None
-        daemon = Daemon(scheduler, sources, runners, sinks, config.rate_hz, config.duration_s, offset, hook)
+        daemon = Daemon(scheduler, sources, runners, sinks, config.rate_hz, config.duration_s, offset, hook,
+                        align_ticks=config.align_ticks)
         for modality, error in failed.items():
             daemon.states[modality] = SourceState("failed", error)
         yield Run(daemon, fast=config.fast)

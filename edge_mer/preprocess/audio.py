@@ -305,7 +305,8 @@ def _log_compress(mel: np.ndarray, params: AudioParams) -> np.ndarray:
 def _features(x: np.ndarray, params: AudioParams, kernels: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The shared core: float64 mono audio at params.sample_rate -> ``[C, n_mels, T]``."""
     window, mel = kernels
-    logmel = _log_compress(mel @ _power_spectrogram(x, params, window).T, params)
+    # [frames, bins] @ [bins, mels], then transpose: BLAS is ~50x slower on the transposed rfft output.
+    logmel = _log_compress((_power_spectrogram(x, params, window) @ mel.T).T, params)
     rows = [logmel]
     for order in range(1, params.deltas + 1):
         rows.append(signal.savgol_filter(logmel, params.delta_width, polyorder=order, deriv=order,

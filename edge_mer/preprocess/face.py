@@ -7,9 +7,10 @@ arrays are identical byte for byte.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -18,6 +19,10 @@ from edge_mer.config import require
 from edge_mer.errors import InputError
 from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.face_detect import FaceDetector
+from edge_mer.preprocess.face_track import FaceTracker
+
+if TYPE_CHECKING:
+    from edge_mer.timing import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -131,27 +136,50 @@ def prepare_crops(crops: Sequence[np.ndarray], params: FaceParams, out: np.ndarr
 
 
 class FacePreprocessor:
-    """Frames -> detected, cropped, scaled face batch (one crop per frame with a face)."""
+    """Frames -> detected, cropped, scaled face batch (one crop per frame with a face).
 
-    def __init__(self, params: FaceParams, detector: FaceDetector) -> None:
+    Frames must come in time order: the face is tracked from one frame to the
+    next (see :class:`~edge_mer.preprocess.face_detect.FaceDetectorOptions`).
+    With ``timings``, each frame's detection and each batch's crop-and-scale
+    time are recorded as ``face.detect`` and ``face.crop``.
+    """
+
+    def __init__(self, params: FaceParams, detector: FaceDetector, timings: StageTimes | None = None) -> None:
         self.params = params
         self.detector = detector
+        self.tracker = FaceTracker(detector)
+        self.timings = timings
+
+    def find(self, frame: np.ndarray) -> Box | None:
+        """The chosen face's box in ``frame``, or None."""
+        started = time.perf_counter_ns()
+        face = self.tracker.find(frame)
+        if self.timings is not None:
+            self.timings.add("face.detect", (time.perf_counter_ns() - started) / 1e6)
+        return None if face is None else face.box
 
     def crops(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The chosen face's square crop from each frame that has one."""
         found = []
         for frame in frames:
-            face = self.detector.best(frame)
-            if face is not None:
-                found.append(square_crop(frame, face.box, self.params.margin))
+            box = self.find(frame)
+            if box is not None:
+                found.append(square_crop(frame, box, self.params.margin))
         return found
+
+    def prepare(self, frames: Sequence[np.ndarray], boxes: Sequence[Box]) -> np.ndarray:
+        """The encoder batch for faces at ``boxes`` in ``frames`` (one crop each)."""
+        started = time.perf_counter_ns()
+        batch = prepare_crops([square_crop(f, b, self.params.margin) for f, b in zip(frames, boxes)], self.params)
+        if self.timings is not None:
+            self.timings.add("face.crop", (time.perf_counter_ns() - started) / 1e6)
+        return batch
 
     def process(self, frames: Sequence[np.ndarray]) -> np.ndarray | Invalid:
         """A float32 batch ``[faces, ...]`` for the encoder, or ``Invalid("no face")``."""
         if len(frames) == 0:
             return Invalid("no frames")
-        crops = self.crops(frames)
-        if not crops:
+        found = [(frame, box) for frame in frames if (box := self.find(frame)) is not None]
+        if not found:
             return Invalid("no face")
-        return prepare_crops(crops, self.params)
-
+        return self.prepare([f for f, _ in found], [b for _, b in found])

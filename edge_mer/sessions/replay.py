@@ -143,10 +143,12 @@ class VideoReplaySource(_ReplaySource):
         try:
             index = 0
             while not self._stop.is_set():
+                started = time.perf_counter_ns()
                 ok, frame = cap.read()
                 if not ok or frame is None:
                     break
-                chunk = self._deliver(index / self.fps, frame, {"frame_index": index})
+                decode_ms = (time.perf_counter_ns() - started) / 1e6
+                chunk = self._deliver(index / self.fps, frame, {"frame_index": index, "decode_ms": decode_ms})
                 if chunk is None:
                     break
                 yield chunk

@@ -1,0 +1,108 @@
+"""``edge-mer bench`` results as a terminal table and as Markdown (the JSON is the result dict itself)."""
+from __future__ import annotations
+
+from typing import Any
+
+#: Stage names as shown in the tables, in pipeline order (others follow alphabetically).
+STAGE_ORDER = ("decode.face", "face.detect", "face.crop", "speech.logmel", "eeg.features")
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _stage_rows(pipeline: dict[str, Any]) -> list[list[str]]:
+    stages = pipeline["stages_ms"]
+    names = [n for n in STAGE_ORDER if n in stages]
+    names += sorted(n for n in stages if n.startswith("encoder.")) + (["fusion"] if "fusion" in stages else [])
+    names += sorted(set(stages) - set(names))
+    rows = [[n, _ms(stages[n].get("p50")), _ms(stages[n].get("p99")), str(stages[n]["n"])] for n in names]
+    for label, key in (("tick (one decision's compute)", "tick_ms"),
+                       ("decision end to end", "decision_latency_ms")):
+        s = pipeline[key]
+        rows.append([label, _ms(s.get("p50")), _ms(s.get("p99")), str(s["n"])])
+    return rows
+
+
+def _encoder_rows(encoders: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, per_precision in encoders.items():
+        for precision, r in per_precision.items():
+            if "skipped" in r:
+                rows.append([name, precision, f"skipped: {r['skipped']}", "", "", "", "", "", "", ""])
+                continue
+            big = r.get("larger", {})
+            rows.append([name, precision, _ms(r["p50_ms"]), _ms(r["p95_ms"]), _ms(r["p99_ms"]), _ms(r["max_ms"]),
+                         f"{r['throughput_per_s']:.0f}", str(big.get("batch", "-")), _ms(big.get("p50_ms")),
+                         f"{big['throughput_per_s']:.0f}" if big else "-"])
+    return rows
+
+
+def _face_rows(face: dict[str, Any]) -> list[list[str]]:
+    return [[label, f"{v['fps']:.0f}", f"{100 * v['found_ratio']:.1f}%", _ms(v["frame_ms"]["p50"]),
+             _ms(v["frame_ms"]["p99"]), str(v["full_detections"])] for label, v in face["variants"].items()]
+
+
+def _pipeline_line(p: dict[str, Any]) -> str:
+    power = p["power"]
+    if power.get("source") == "rapl":
+        watts = f"package {power['package_power_mean_w']} W (RAPL)"
+    elif power.get("source") == "tegrastats":
+        watts = f"{_ms(power.get('power_mean_w'))} W mean (tegrastats)"
+    else:
+        watts = f"n/a ({power.get('reason')})"
+    return (f"CPU {p['cpu_percent']}% of one core, peak RSS {p['peak_rss_mb']} MB, power {watts}; "
+            f"{p['decisions']} decisions in {p['wall_s']} s")
+
+
+HEADERS = {
+    "encoders": ["encoder", "precision", "p50 ms", "p95 ms", "p99 ms", "max ms", "/s", "batch", "p50 ms", "/s"],
+    "stages": ["stage", "p50 ms", "p99 ms", "n"],
+    "face": ["face path", "fps", "found", "p50 ms", "p99 ms", "full detections"],
+}
+
+
+def _sections(result: dict[str, Any]) -> list[tuple[str, str, list[list[str]]]]:
+    """(title, header key, rows) per table, plus pipeline lines as titles."""
+    out = []
+    for key, title in (("pipeline", "Pipeline"), ("pipeline_before", "Pipeline before the optimisations")):
+        if key in result:
+            p = result[key]
+            out.append((f"{title}: {p['session']} in real time, {p['rate_hz']:g} decisions/s, align_ticks "
+                        f"{p['align_ticks']}, face detector {p['face_detector']}. {_pipeline_line(p)}",
+                        "stages", _stage_rows(p)))
+    if "encoders" in result:
+        out.append(("Encoders (batch 1, then the larger batch)", "encoders", _encoder_rows(result["encoders"])))
+    if "face_path" in result:
+        f = result["face_path"]
+        out.append((f"Face path on CPU {f['cpu']}: {f['video']}, {f['frames']} frames, {f['encoder']} {f['precision']}"
+                    " (decoding excluded)", "face", _face_rows(f)))
+    return out
+
+
+def render_text(result: dict[str, Any]) -> str:
+    """Aligned plain-text tables for the terminal."""
+    host = result["host"]
+    lines = [f"edge-mer bench: {host['cpu_model']}, {host['cores_available']} cores, backend {host['backend']}, "
+             f"bundle {result['bundle']}"]
+    for title, header, rows in _sections(result):
+        table = [HEADERS[header]] + rows
+        widths = [max(len(r[i]) for r in table if i < len(r)) for i in range(len(table[0]))]
+        lines += ["", title]
+        lines += ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                  for r in table]
+    return "\n".join(lines)
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The same tables in Markdown, with the host in a header line."""
+    host = result["host"]
+    lines = ["# edge-mer bench", "",
+             f"Host: {host['cpu_model']}, {host['cores_available']} cores ({host['machine']}, {host['system']}); "
+             f"backend {host['backend']}; bundle {result['bundle']}; "
+             + ", ".join(f"{k} {v}" for k, v in host["packages"].items())]
+    for title, header, rows in _sections(result):
+        lines += ["", title, "", "| " + " | ".join(HEADERS[header]) + " |",
+                  "|" + "---|" * len(HEADERS[header])]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
