@@ -9,13 +9,18 @@ sequence before a second one from the same sequence), each shown for
 ``seconds_per_face``. Per face (all drawn from the seed, see :class:`FaceVideoStyle`):
 
 * a square face of 100..250 px side (CK+48 upscaled with ``INTER_CUBIC``), at a random
-  position fully inside the frame, drifting linearly (at most 1.5 px/frame per axis) and
-  zooming linearly (end side = start side x 0.88..1.12) over its segment;
-* a colour background: smooth random 4-corner gradient + blurred noise texture + a few
-  soft blurred shapes (different per face, static within the segment);
-* the face pasted as grey -> BGR with a mild random tint, contrast x0.55..1.0 around its
-  mean, brightness -30..+30, a soft (feathered) edge, and a defocus blur on some faces;
-* per frame: a small global exposure flicker and Gaussian sensor noise (sigma 3..9 grey levels).
+  position fully inside the frame, drifting linearly (at most 1.5 px/frame per axis),
+  zooming linearly (end side = start side x 0.88..1.12) and rolling (head tilt: start
+  -30..+30 degrees, changing by up to +-8 degrees) over its segment;
+* a colour background: smooth random 4-corner gradient of muted colours + blurred noise
+  texture + a few soft blurred shapes (different per face, static within the segment);
+* the face pasted as grey -> BGR with a mild random tint (+-8% per channel), contrast
+  x0.4..1.0 around its mean, brightness -30..+30, a side-light gradient across the face
+  (gain 1 +- 0..0.45), a soft (feathered, 6% of the side) edge, and a defocus blur
+  (sigma 0.6..1.8 px) on 35% of faces;
+* a lighting scene for the whole frame: normal (60%: exposure x0.85..1.1, sensor noise
+  sigma 2..6), dim (25%: x0.25..0.5, noise 6..14) or bright (15%: x1.3..1.8, noise 3..7);
+* per frame: a small exposure flicker (1.5%) and fresh Gaussian sensor noise.
 
 The video is written with OpenCV's ``mp4v`` encoder, re-opened and checked for size and
 frame count. A sidecar JSON with the same stem records, per segment, the source image
@@ -33,6 +38,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,18 +59,23 @@ class FaceVideoStyle:
     face_side: tuple[int, int] = (100, 250)        # px, start side of the square face
     zoom: tuple[float, float] = (0.88, 1.12)       # end side / start side
     max_drift: float = 1.5                         # px per frame, per axis
-    contrast: tuple[float, float] = (0.55, 1.0)    # face contrast gain around its mean
+    contrast: tuple[float, float] = (0.4, 1.0)     # face contrast gain around its mean
     brightness: tuple[float, float] = (-30.0, 30.0)  # face brightness offset, grey levels
     tint: float = 0.08                             # per-channel gain 1 +- tint
-    roll: float = 20.0                             # start head roll, degrees, uniform in +-roll
+    roll: float = 30.0                             # start head roll, degrees, uniform in +-roll
     roll_change: float = 8.0                       # roll change over the segment, degrees, +-
     side_light: tuple[float, float] = (0.0, 0.45)  # light gradient across the face: gain 1 +- this
     feather: float = 0.06                          # soft edge width, fraction of the side
     blur_probability: float = 0.35                 # share of faces with defocus blur
     blur_sigma: tuple[float, float] = (0.6, 1.8)   # px at the pasted size
-    noise_sigma: tuple[float, float] = (3.0, 9.0)  # per-frame Gaussian sensor noise, grey levels
+    # lighting scenes: (name, probability, whole-frame exposure gain range, per-frame Gaussian
+    # sensor noise sigma range in grey levels); a dim room means a dark, noisy frame
+    scenes: tuple[tuple[str, float, tuple[float, float], tuple[float, float]], ...] = (
+        ("normal", 0.6, (0.85, 1.1), (2.0, 6.0)),
+        ("dim", 0.25, (0.25, 0.5), (6.0, 14.0)),
+        ("bright", 0.15, (1.3, 1.8), (3.0, 7.0)))
     flicker: float = 0.015                         # per-frame exposure gain sigma
-    texture_amplitude: tuple[float, float] = (8.0, 30.0)  # background texture, grey levels
+    texture_amplitude: tuple[float, float] = (6.0, 24.0)  # background texture, grey levels
     shapes: tuple[int, int] = (2, 7)               # soft shapes in the background
 
 
@@ -85,14 +96,16 @@ class Segment:
     side_light: float
     light_direction: float             # radians
     blur_sigma: float
+    scene: str
+    exposure: float
     noise_sigma: float
 
     def box(self, i: int) -> tuple[int, int, int, int]:
         """Ground-truth box of frame ``i`` of the segment: linear interpolation, rounded."""
         t = i / max(self.frames - 1, 1)
         x, y, w, h = (a + (b - a) * t for a, b in zip(self.start_box, self.end_box))
-        side = int(round(w))
-        return int(round(x)), int(round(y)), side, side
+        side = min(int(round(w)), WIDTH, HEIGHT)
+        return min(max(int(round(x)), 0), WIDTH - side), min(max(int(round(y)), 0), HEIGHT - side), side, side
 
     def angle(self, i: int) -> float:
         """Head roll of frame ``i`` in degrees, linear over the segment."""
@@ -147,6 +160,7 @@ def plan_segment(source: str, label: str, start_frame: int, frames: int,
     x1, y1 = _inside(centre[0] - side1 / 2, centre[1] - side1 / 2, side1)
     blurred = rng.random() < style.blur_probability
     roll0 = float(rng.uniform(-style.roll, style.roll))
+    scene = style.scenes[int(rng.choice(len(style.scenes), p=[s[1] for s in style.scenes]))]
     return Segment(
         source=source, label=label, start_frame=start_frame, frames=frames,
         start_box=(round(x0), round(y0), round(side0), round(side0)),
@@ -156,12 +170,12 @@ def plan_segment(source: str, label: str, start_frame: int, frames: int,
         roll=(roll0, roll0 + float(rng.uniform(-style.roll_change, style.roll_change))),
         side_light=float(rng.uniform(*style.side_light)), light_direction=float(rng.uniform(0, 2 * np.pi)),
         blur_sigma=float(rng.uniform(*style.blur_sigma)) if blurred else 0.0,
-        noise_sigma=float(rng.uniform(*style.noise_sigma)))
+        scene=scene[0], exposure=float(rng.uniform(*scene[2])), noise_sigma=float(rng.uniform(*scene[3])))
 
 
 def make_background(style: FaceVideoStyle, rng: np.random.Generator) -> np.ndarray:
     """A smooth colour gradient + blurred noise texture + soft shapes, float32 HxWx3 in 0..255."""
-    corners = rng.uniform(25, 230, size=(2, 2, 3)).astype(np.float32)
+    corners = (rng.uniform(40, 220, size=(2, 2, 1)) + rng.uniform(-30, 30, size=(2, 2, 3))).astype(np.float32)
     background = cv2.resize(corners, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
     for _ in range(int(rng.integers(style.shapes[0], style.shapes[1] + 1))):
         layer = np.zeros((HEIGHT, WIDTH), np.float32)
@@ -173,9 +187,9 @@ def make_background(style: FaceVideoStyle, rng: np.random.Generator) -> np.ndarr
         else:
             cv2.ellipse(layer, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
         layer = cv2.GaussianBlur(layer, (0, 0), float(rng.uniform(2, 12)))[..., None]
-        colour = rng.uniform(20, 235, size=3).astype(np.float32)
+        colour = (rng.uniform(20, 235) + rng.uniform(-40, 40, size=3)).astype(np.float32)
         background = background * (1 - layer) + colour * layer
-    for scale in (4, 16):  # fine and coarse blurred texture, partly colour
+    for scale in (8, 32):  # fine and coarse blurred texture, partly colour
         noise = rng.standard_normal((HEIGHT // scale, WIDTH // scale, 3)).astype(np.float32)
         noise = noise * 0.4 + noise.mean(axis=2, keepdims=True) * 0.6
         noise = cv2.GaussianBlur(cv2.resize(noise, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC), (0, 0), 2.0)
@@ -211,7 +225,7 @@ def render_frame(background: np.ndarray, grey48: np.ndarray, segment: Segment, i
     bgr, alpha = face_layer(grey48, segment, i, style)
     region = frame[y:y + side, x:x + side]
     frame[y:y + side, x:x + side] = region * (1 - alpha) + bgr * alpha
-    frame *= 1.0 + float(rng.normal(0.0, style.flicker))
+    frame *= segment.exposure * (1.0 + float(rng.normal(0.0, style.flicker)))
     frame += rng.standard_normal(frame.shape, dtype=np.float32) * segment.noise_sigma
     return np.clip(frame + 0.5, 0, 255).astype(np.uint8)
 
@@ -226,7 +240,7 @@ def _sidecar(segments: list[Segment], out: Path, fps: int, seed: int, seconds_pe
             "appearance": {"contrast": s.contrast, "brightness": s.brightness, "tint_bgr": list(s.tint),
                            "roll_degrees": list(s.roll), "side_light": s.side_light,
                            "light_direction": s.light_direction, "blur_sigma": s.blur_sigma,
-                           "noise_sigma": s.noise_sigma},
+                           "scene": s.scene, "exposure": s.exposure, "noise_sigma": s.noise_sigma},
             "boxes": [list(s.box(i)) for i in range(s.frames)]})
     return {
         "video": out.name, "width": WIDTH, "height": HEIGHT, "fps": fps, "codec": CODEC,
@@ -265,6 +279,34 @@ def _check_video(out: Path, frames: int) -> None:
         raise RuntimeError(f"{out}: {size[0]}x{size[1]}, {count} frames; expected {WIDTH}x{HEIGHT}, {frames}")
 
 
+@dataclass
+class PlannedFace:
+    """A segment ready to render: its plan, source image, static background and the rng for per-frame noise."""
+
+    segment: Segment
+    grey48: np.ndarray
+    background: np.ndarray
+    rng: np.random.Generator
+
+
+def plan_video(shared: Path, faces: int, frames_per_face: int, seed: int,
+               style: FaceVideoStyle) -> Iterator[PlannedFace]:
+    """The video's segments in order, each drawn from its own child of ``SeedSequence(seed)``.
+
+    Deterministic: the same arguments give the same segments and backgrounds (tests use this
+    to compare frames with the face-free background).
+    """
+    select_seed, *face_seeds = np.random.SeedSequence(seed).spawn(faces + 1)
+    images = select_images(shared, faces, np.random.default_rng(select_seed))
+    for k, ((source, label), face_seed) in enumerate(zip(images, face_seeds)):
+        rng = np.random.default_rng(face_seed)
+        segment = plan_segment(source, label, k * frames_per_face, frames_per_face, style, rng)
+        grey48 = cv2.imread(str(shared / source), cv2.IMREAD_GRAYSCALE)
+        if grey48 is None:
+            raise RuntimeError(f"cannot read {shared / source}")
+        yield PlannedFace(segment, grey48, make_background(style, rng), rng)
+
+
 def build_face_video(shared: Path, out: Path, faces: int = 140, seconds_per_face: float = 2.0, fps: int = 30,
                      seed: int = 0, style: FaceVideoStyle | None = None) -> Path:
     """Write the video and its sidecar JSON (see the module docstring); returns ``out``."""
@@ -274,9 +316,6 @@ def build_face_video(shared: Path, out: Path, faces: int = 140, seconds_per_face
         raise ValueError(f"need faces >= 1 and at least one frame per face (faces={faces}, "
                          f"seconds_per_face={seconds_per_face}, fps={fps})")
     shared, out = Path(shared), Path(out)
-    root = np.random.SeedSequence(seed)
-    select_rng, *face_seeds = root.spawn(faces + 1)
-    images = select_images(shared, faces, np.random.default_rng(select_rng))
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*CODEC), float(fps), (WIDTH, HEIGHT))
     if not writer.isOpened():
@@ -284,16 +323,10 @@ def build_face_video(shared: Path, out: Path, faces: int = 140, seconds_per_face
     segments: list[Segment] = []
     started = time.perf_counter()
     try:
-        for k, ((source, label), face_seed) in enumerate(zip(images, face_seeds)):
-            rng = np.random.default_rng(face_seed)
-            segment = plan_segment(source, label, k * frames_per_face, frames_per_face, style, rng)
-            grey48 = cv2.imread(str(shared / source), cv2.IMREAD_GRAYSCALE)
-            if grey48 is None:
-                raise RuntimeError(f"cannot read {shared / source}")
-            background = make_background(style, rng)
+        for face in plan_video(shared, faces, frames_per_face, seed, style):
             for i in range(frames_per_face):
-                writer.write(render_frame(background, grey48, segment, i, style, rng))
-            segments.append(segment)
+                writer.write(render_frame(face.background, face.grey48, face.segment, i, style, face.rng))
+            segments.append(face.segment)
     finally:
         writer.release()
     _check_video(out, faces * frames_per_face)

@@ -72,7 +72,12 @@ def _sections(result: dict[str, Any]) -> list[tuple[str, str, list[list[str]]]]:
                         f"{p['align_ticks']}, face detector {p['face_detector']}. {_pipeline_line(p)}",
                         "stages", _stage_rows(p)))
     if "encoders" in result:
-        out.append(("Encoders (batch 1, then the larger batch)", "encoders", _encoder_rows(result["encoders"])))
+        threads = result["config"]["backend"]["onnxruntime"]["intra_op_threads"]
+        out.append((f"Encoders, {threads or 'default'} ONNX Runtime thread(s) (batch 1, then the larger batch)",
+                    "encoders", _encoder_rows(result["encoders"])))
+    if "encoders_default_threads" in result:
+        out.append(("Encoders with ONNX Runtime's default thread count (one per core)", "encoders",
+                    _encoder_rows(result["encoders_default_threads"])))
     if "face_path" in result:
         f = result["face_path"]
         out.append((f"Face path on CPU {f['cpu']}: {f['video']}, {f['frames']} frames, {f['encoder']} {f['precision']}"

@@ -148,6 +148,12 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     if config.encoders:
         result["encoders"] = bench_encoders(bundle, config.backend, config.precisions, batch=config.batch,
                                             warmup=config.warmup, iterations=config.iterations)
+        if config.compare and backend == "onnxruntime":
+            # ONNX Runtime's own thread choice (one per core), against the configured count above.
+            pooled = dataclasses.replace(config.backend, onnxruntime=dataclasses.replace(
+                config.backend.onnxruntime, intra_op_threads=0))
+            result["encoders_default_threads"] = bench_encoders(
+                bundle, pooled, ("fp32",), batch=config.batch, warmup=config.warmup, iterations=config.iterations)
     if config.face_path:
         log.info("face path on one core")
         result["face_path"] = _face_path(config, bundle, session)

@@ -210,14 +210,15 @@ class EegRunner(ModalityRunner):
             changes["notch_hz"] = notch_hz
         self.preprocessor = EegPreprocessor(dataclasses.replace(params, **changes))
         self.hop_samples = int(round(hop_s * rate))
-        self._last: tuple[int, np.ndarray | Invalid, int] | None = None  # (samples written, evidence, newest)
+        self._last: tuple[int, np.ndarray, int] | None = None  # (samples written, evidence, newest)
 
     def _evidence(self, now_ns: int, newest_ns: int) -> tuple[np.ndarray | Invalid, int]:
         written = self.buffer.written
         if self._last is not None and written - self._last[0] < self.hop_samples:
             return self._last[1], self._last[2]
         evidence, newest = super()._evidence(now_ns, newest_ns)
-        self._last = (written, evidence, newest)
+        # Only evidence is reused: a window that was filling or bad is looked at again on the next tick.
+        self._last = None if isinstance(evidence, Invalid) else (written, evidence, newest)
         return evidence, newest
 
     def _features(self, now_ns: int) -> np.ndarray | Invalid:

@@ -48,7 +48,9 @@ class FaceDetectorOptions:
     ``track`` follows the face between full-frame detections: in the next
     frame the detector searches only the region around the last face
     (``track_margin`` of its side added on each side), scaled so the face is
-    about ``track_face_px`` pixels, and falls back to a full-frame detection
+    about ``track_face_px`` pixels (0: the detector's own size, 28 for Haar,
+    whose window is 24, and 40 for YuNet, whose coarsest feature map has a
+    32-pixel stride), and falls back to a full-frame detection
     when the face is not there or after ``redetect_every`` tracked frames
     (so a second, larger face entering the view is picked up).
     """
@@ -64,8 +66,8 @@ class FaceDetectorOptions:
     haar_min_neighbors: int = 5
     track: bool = True
     redetect_every: int = 30
-    track_face_px: int = 28
-    track_margin: float = 0.35
+    track_face_px: int = 0
+    track_margin: float = 0.5
 
     def __post_init__(self) -> None:
         require(0.0 <= self.score_threshold <= 1.0, f"score_threshold must be in 0..1, got {self.score_threshold}")
@@ -76,8 +78,9 @@ class FaceDetectorOptions:
         require(self.haar_scale_factor > 1.0, f"haar_scale_factor must be > 1, got {self.haar_scale_factor}")
         require(self.haar_min_neighbors >= 0, f"haar_min_neighbors must be >= 0, got {self.haar_min_neighbors}")
         require(self.redetect_every >= 1, f"redetect_every must be >= 1 frame, got {self.redetect_every}")
-        require(self.track_face_px >= self.min_size,
-                f"track_face_px must be >= min_size ({self.min_size}), got {self.track_face_px}")
+        require(self.track_face_px == 0 or self.track_face_px >= self.min_size,
+                f"track_face_px must be 0 (the detector's own) or >= min_size ({self.min_size}), "
+                f"got {self.track_face_px}")
         require(0.1 <= self.track_margin <= 2.0, f"track_margin must be in 0.1..2, got {self.track_margin}")
         require(self.kind != "yunet" or self.model_path is not None,
                 "model_path is required for the yunet detector (a YuNet .onnx file, e.g. face_detection_yunet_2023mar.onnx)")
@@ -87,6 +90,8 @@ class FaceDetector(abc.ABC):
     """Finds faces in BGR or grey uint8 frames."""
 
     kind: ClassVar[str]
+    #: Face size (pixels) the tracker scales its search region to, unless the options set one.
+    track_face_px: ClassVar[int]
 
     def __init__(self, options: FaceDetectorOptions) -> None:
         self.options = options
@@ -157,6 +162,7 @@ class HaarDetector(FaceDetector):
     """OpenCV's Viola-Jones cascade; score is the cascade's final-stage weight squashed to 0..1."""
 
     kind = "haar"
+    track_face_px = 28
 
     def __init__(self, options: FaceDetectorOptions) -> None:
         super().__init__(options)
@@ -181,6 +187,7 @@ class YuNetDetector(FaceDetector):
     """YuNet through ``cv2.FaceDetectorYN``: boxes, scores and 5 landmarks."""
 
     kind = "yunet"
+    track_face_px = 40
 
     def __init__(self, options: FaceDetectorOptions) -> None:
         super().__init__(options)

@@ -1,11 +1,11 @@
 """Follow one face through consecutive frames by detecting near where it was.
 
 A full-frame detection at 640x480 costs tens of milliseconds; searching a
-region 1.7 times the face's side, scaled so the face is ~28 pixels (a
-48-pixel image), costs about half a millisecond with the same detector. Every box the tracker returns is
-a real detection in the current frame (nothing is carried over from an
-earlier frame), so a frame counts as "face found" only when the detector
-found one.
+region twice the face's side, scaled so the face is ~28 pixels (Haar; 40 for
+YuNet), costs about a millisecond with the same detector. Every box the
+tracker returns is a real detection in the current frame (nothing is carried
+over from an earlier frame), so a frame counts as "face found" only when the
+detector found one.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class FaceTracker:
     def __init__(self, detector: FaceDetector) -> None:
         self.detector = detector
         self.options = detector.options
+        self.face_px = self.options.track_face_px or detector.track_face_px
         self._last: Detection | None = None
         self._tracked = 0  # frames found by the region search since the last full-frame detection
         self.full_detections = 0
@@ -59,7 +60,7 @@ class FaceTracker:
         if x1 - x0 < side // 2 or y1 - y0 < side // 2:
             return None  # the face has left the frame
         # Scale so the face is about track_face_px; never enlarge more than 2x (no detail to gain).
-        scale = min(2.0, self.options.track_face_px / side)
+        scale = min(2.0, self.face_px / side)
         size = (max(1, int(round((x1 - x0) * scale))), max(1, int(round((y1 - y0) * scale))))
         interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
         region = cv2.resize(frame[y0:y1, x0:x1], size, interpolation=interpolation)
