@@ -23,11 +23,13 @@ the arrival of the newest sample a decision includes to the decision handed to e
 resident set (MB). The pipeline replays the session in real time with decisions at 10 Hz. *Face
 path* is detection + crop + face encoder per frame on one pinned core, decoding excluded: frames
 per second and the share of frames with a face found. *before* columns are the same run's
-measurement of what the optimisations replaced (timer ticks, full-frame full-resolution
-detection on every frame; for the face path: full-frame full-resolution detection).
+measurement of what the optimisations replaced (pipeline: timer ticks, full-frame full-resolution
+detection on every processed frame, EEG features on every tick, the BLAS and ONNX Runtime default
+thread pools; face path: full-frame full-resolution detection on every frame). *detector* is the
+face detector of both the pipeline and the face path.
 
-| date | host | session | decisions | e2e p50 / p99 | CPU % | RSS MB | before: e2e p99 / CPU % | face video | face fps / found | before: fps / found |
-|---|---|---|---|---|---|---|---|---|---|---|
+| date | host | detector | session | decisions | e2e p50 / p99 | CPU % | RSS MB | before: e2e p99 / CPU % | face video | face fps / found | before: fps / found |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 """
 
 
@@ -45,6 +47,7 @@ def _cells(r: dict[str, Any]) -> list[str]:
     return [
         datetime.date.today().isoformat(),
         f"{host['cpu_model']}, {host['cores_available']} cores, {host['backend']}",
+        p.get("face_detector", "-"),
         Path(p.get("session", "-")).name, str(p.get("decisions", "-")), lat(p), str(p.get("cpu_percent", "-")),
         str(p.get("peak_rss_mb", "-")),
         f"{before['decision_latency_ms']['p99']:.1f} / {before['cpu_percent']}" if before else "-",

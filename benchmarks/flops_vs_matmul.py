@@ -29,7 +29,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,14 +40,14 @@ import numpy as np
 
 from edge_mer.backends.options import BackendOptions, OrtOptions
 from edge_mer.backends.registry import create_backend
+from edge_mer.bench.encoders import example_features
 from edge_mer.bench.flops import count_flops
+from edge_mer.bench.host import host_info as runtime_host_info
 from edge_mer.bundle import default_bundle_path
 from edge_mer.bundle.loader import Bundle, load_bundle
 from edge_mer.bundle.schema import EncoderSpec
 from edge_mer.errors import EdgeMerError
 from edge_mer.pipeline.config import SpeechConfig
-from edge_mer.preprocess.audio import AudioPreprocessor
-from edge_mer.preprocess.base import Invalid
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +74,21 @@ count is `os.cpu_count()`; *(VM)* marks a CPU that reports a hypervisor.
 
 
 def host_info() -> dict[str, Any]:
-    """CPU model, logical cores, a few ISA flags and library versions."""
+    """The runtime's host description plus a few ISA flags, versions and the load average."""
     import onnxruntime
 
-    model, flags = "unknown", set()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
+            if key.strip() == "flags":
                 flags = set(value.split())
+                break
     except OSError:
-        model = platform.processor() or "unknown"
+        pass  # not Linux: no flags to report
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "neon", "asimd")
            if f in flags]
-    return {"cpu_model": model, "logical_cores": os.cpu_count(), "virtualized": "hypervisor" in flags,
-            "isa": isa, "machine": platform.machine(), "python": platform.python_version(),
+    return {**runtime_host_info(), "virtualized": "hypervisor" in flags, "isa": isa,
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
             "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
@@ -196,27 +193,9 @@ def measure_numpy_matmul(threads: int, iterations: int, budget_s: float) -> dict
 
 
 def daemon_feeds(name: str, spec: EncoderSpec, seed: int = 0) -> dict[str, np.ndarray]:
-    """Input arrays of the shape the daemon feeds ``spec``: batch 1; speech time from the real preprocessor."""
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    for tensor in spec.inputs:
-        if spec.modality == "speech" and len(spec.inputs) == 1:
-            params = spec.preprocessing
-            window = SpeechConfig().window_s
-            pcm = (0.1 * rng.standard_normal(int(round(window * params.sample_rate)))).astype(np.float32)
-            features = AudioPreprocessor(params).process(pcm, params.sample_rate)
-            if isinstance(features, Invalid):
-                raise EdgeMerError(f"encoder {name}: the preprocessor rejected {window} s of noise ({features.reason})")
-            array = features[None].astype(tensor.np_dtype)
-        else:
-            shape = [1 if axis == 0 and isinstance(d, str) else d for axis, d in enumerate(tensor.shape)]
-            dynamic = [d for d in shape if isinstance(d, str)]
-            if dynamic:
-                raise EdgeMerError(f"encoder {name}: input {tensor.name} has dynamic dimension {dynamic[0]!r} "
-                                   f"that this script cannot resolve")
-            array = rng.uniform(-1.0, 1.0, size=shape).astype(tensor.np_dtype)
-        feeds[tensor.name] = array
-    return feeds
+    """The input the daemon feeds ``spec`` at batch 1 (the runtime preprocessing of random data)."""
+    features = example_features(spec, np.random.default_rng(seed), SpeechConfig().window_s)
+    return {spec.inputs[0].name: features[None].astype(spec.inputs[0].np_dtype)}
 
 
 def measure_encoder(bundle: Bundle, name: str, threads: int, iterations: int, budget_s: float,

@@ -104,3 +104,26 @@ def replay_all(session, offset: int = 0):
     finally:
         for source in sources.values():
             source.close()
+
+
+@pytest.fixture(scope="session")
+def demo_frames() -> list:
+    """Every frame of the packaged demo session's video (120 BGR frames, 320x240, 15 fps, one real face)."""
+    import cv2
+
+    from edge_mer.pipeline.session_run import demo_session_path
+
+    video = demo_session_path() / "video.mp4"
+    cap = cv2.VideoCapture(str(video))
+    assert cap.isOpened(), video
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    assert len(frames) == 120 and frames[0].shape == (240, 320, 3)  # 8 s at 15 fps
+    return frames

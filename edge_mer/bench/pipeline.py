@@ -73,6 +73,8 @@ def bench_pipeline(config: RunConfig, bundle: Bundle, *, warmup_s: float = 1.0) 
     stop = threading.Event()
     with build_daemon(config, bundle) as run:
         run.daemon.sinks.append(sink)
+        streams = {m: {"rate": round(src.info.rate, 3), "channels": len(src.info.channel_names) or None,
+                       "description": src.info.description} for m, src in run.daemon.sources.items()}
         timings = run.daemon.scheduler.timings
         failure: list[BaseException] = []
 
@@ -98,7 +100,9 @@ def bench_pipeline(config: RunConfig, bundle: Bundle, *, warmup_s: float = 1.0) 
     tick = stages.pop("tick", [])
     return {
         "session": str(config.replay), "rate_hz": config.rate_hz, "align_ticks": config.align_ticks,
-        "face_detector": _detector_text(config),
+        "face_detector": _detector_text(config), "eeg_hop_s": config.eeg.hop_s,
+        "numpy_threads": config.numpy_threads, "ort_intra_op_threads": config.backend.onnxruntime.intra_op_threads,
+        "streams": streams,
         "decisions": sink.decisions, "warmup_decisions_skipped": skipped, "wall_s": round(wall, 3),
         "decision_latency_ms": summarize(decision), "tick_ms": summarize(tick),
         "stages_ms": {name: summarize(samples) for name, samples in stages.items()},

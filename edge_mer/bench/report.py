@@ -68,8 +68,11 @@ def _sections(result: dict[str, Any]) -> list[tuple[str, str, list[list[str]]]]:
     for key, title in (("pipeline", "Pipeline"), ("pipeline_before", "Pipeline before the optimisations")):
         if key in result:
             p = result[key]
-            out.append((f"{title}: {p['session']} in real time, {p['rate_hz']:g} decisions/s, align_ticks "
-                        f"{p['align_ticks']}, face detector {p['face_detector']}. {_pipeline_line(p)}",
+            rates = ", ".join(f"{m} {s['rate']:g}/s" for m, s in p.get("streams", {}).items())
+            out.append((f"{title}: {p['session']} ({rates}) in real time, {p['rate_hz']:g} decisions/s; "
+                        f"align_ticks {p['align_ticks']}, face detector {p['face_detector']}, EEG hop "
+                        f"{p.get('eeg_hop_s')} s, numpy threads {p.get('numpy_threads') or 'default'}, ONNX Runtime "
+                        f"threads {p.get('ort_intra_op_threads') or 'default'}. {_pipeline_line(p)}",
                         "stages", _stage_rows(p)))
     if "encoders" in result:
         threads = result["config"]["backend"]["onnxruntime"]["intra_op_threads"]

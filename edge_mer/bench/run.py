@@ -88,10 +88,19 @@ def _before(options: FaceDetectorOptions) -> FaceDetectorOptions:
 
 
 def _run_config(config: BenchConfig, session: Path, *, optimised: bool) -> RunConfig:
-    detector = config.face_detector if optimised else _before(config.face_detector)
-    return RunConfig(rate_hz=config.rate_hz, align_ticks=optimised, precision=config.precision,
-                     bundle=config.bundle, duration_s=config.duration_s, replay=session, backend=config.backend,
-                     face=FaceConfig(detector=detector))
+    """The pipeline as configured, or (``optimised`` False) with every optimisation that is a setting undone:
+    timer ticks, full-frame full-size detection on every processed frame, EEG features on every tick, the
+    BLAS library's and ONNX Runtime's default thread pools."""
+    run = RunConfig(rate_hz=config.rate_hz, precision=config.precision, bundle=config.bundle,
+                    duration_s=config.duration_s, replay=session, backend=config.backend,
+                    face=FaceConfig(detector=config.face_detector))
+    if optimised:
+        return run
+    ort = dataclasses.replace(config.backend.onnxruntime, intra_op_threads=0)
+    return dataclasses.replace(run, align_ticks=False, numpy_threads=0,
+                               backend=dataclasses.replace(config.backend, onnxruntime=ort),
+                               face=FaceConfig(detector=_before(config.face_detector)),
+                               eeg=dataclasses.replace(run.eeg, hop_s=0.0))
 
 
 def _session_video(session: Path) -> Path:

@@ -10,6 +10,7 @@ import importlib
 import importlib.metadata
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from edge_mer import __version__
@@ -57,6 +58,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    # brainflow imports pkg_resources, whose deprecation warning would greet every user on stderr.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

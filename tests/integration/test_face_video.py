@@ -1,4 +1,4 @@
-"""The face benchmark video (benchmarks/make_face_video.py) and the reference loops on it (benchmarks/face_baselines.py).
+"""The face benchmark video (benchmarks/make_face_video.py) and the reference loops on it (face_baselines.py).
 
 A short video (4 CK+48 faces x 0.5 s) is built from ../shared into tmp_path; its truth boxes
 must lie inside the frame and cover a face (the frame differs there from the face-free

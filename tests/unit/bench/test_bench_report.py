@@ -47,33 +47,30 @@ def result() -> dict[str, Any]:
     return out
 
 
+def _runs(lines: list[str], keep) -> list[list[str]]:
+    """Maximal runs of consecutive lines for which ``keep(line)`` holds."""
+    runs, current = [], []
+    for line in lines:
+        if keep(line):
+            current.append(line)
+        elif current:
+            runs.append(current)
+            current = []
+    return runs + ([current] if current else [])
+
+
 def _md_tables(text: str) -> list[list[list[str]]]:
     """Every Markdown table as rows of stripped cells (header and separator included)."""
-    tables, current = [], []
-    for line in text.splitlines():
-        if line.startswith("|"):
+    tables = _runs(text.splitlines(), lambda line: line.startswith("|"))
+    for table in tables:
+        for line in table:
             assert line.endswith("|"), line
-            current.append([c.strip() for c in line[1:-1].split("|")])
-        elif current:
-            tables.append(current)
-            current = []
-    if current:
-        tables.append(current)
-    return tables
+    return [[[c.strip() for c in line[1:-1].split("|")] for line in table] for table in tables]
 
 
 def _text_tables(text: str) -> list[list[str]]:
     """Every terminal table: the runs of lines indented by two spaces."""
-    tables, current = [], []
-    for line in text.splitlines():
-        if line.startswith("  "):
-            current.append(line)
-        elif current:
-            tables.append(current)
-            current = []
-    if current:
-        tables.append(current)
-    return tables
+    return _runs(text.splitlines(), lambda line: line.startswith("  "))
 
 
 def test_the_real_result_has_what_the_report_shows(result: dict[str, Any]) -> None:

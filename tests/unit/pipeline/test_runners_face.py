@@ -8,9 +8,7 @@ microvolt-scale noise on BrainFlow's synthetic-board channel names. Chunks go in
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -22,7 +20,6 @@ from edge_mer.bundle.labels import to_canonical
 from edge_mer.bundle.loader import Bundle
 from edge_mer.pipeline.assembly import choose_eeg_encoder
 from edge_mer.pipeline.runners import EegRunner, FaceRunner, ModalityRunner
-from edge_mer.pipeline.session_run import demo_session_path
 from edge_mer.preprocess.face import FacePreprocessor
 from edge_mer.preprocess.face_detect import create_detector
 from edge_mer.sources.base import Chunk
@@ -51,19 +48,8 @@ def face_backend(bundle: Bundle):
 
 
 @pytest.fixture(scope="module")
-def frames() -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(Path(demo_session_path()) / "video.mp4"))
-    out = []
-    try:
-        while len(out) < 40:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            out.append(frame)
-    finally:
-        cap.release()
-    assert len(out) == 40
-    return out
+def frames(demo_frames: list[np.ndarray]) -> list[np.ndarray]:
+    return demo_frames[:40]
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ pasting the demo video's face into a plain background at known positions, so whe
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,30 +13,11 @@ import pytest
 
 from edge_mer.config import from_dict
 from edge_mer.errors import ConfigError, InputError
-from edge_mer.pipeline.session_run import demo_session_path
 from edge_mer.preprocess.face import square_crop
 from edge_mer.preprocess.face_detect import Detection, FaceDetectorOptions, create_detector
 from edge_mer.preprocess.face_track import FaceTracker
 
 Box = tuple[int, int, int, int]
-
-
-@pytest.fixture(scope="module")
-def demo_frames() -> list[np.ndarray]:
-    video = Path(demo_session_path()) / "video.mp4"
-    cap = cv2.VideoCapture(str(video))
-    assert cap.isOpened(), video
-    frames = []
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-    finally:
-        cap.release()
-    assert len(frames) == 120 and frames[0].shape == (240, 320, 3)  # 8 s at 15 fps
-    return frames
 
 
 @pytest.fixture(scope="module")
