@@ -50,10 +50,10 @@ def _cells(r: dict[str, Any]) -> list[str]:
         p.get("face_detector", "-"),
         Path(p.get("session", "-")).name, str(p.get("decisions", "-")), lat(p), str(p.get("cpu_percent", "-")),
         str(p.get("peak_rss_mb", "-")),
-        f"{before['decision_latency_ms']['p99']:.1f} / {before['cpu_percent']}" if before else "-",
+        f"{before['decision_latency_ms'].get('p99', float('nan')):.1f} / {before['cpu_percent']}" if before else "-",
         f"{Path(f.get('video', '-')).name} ({f.get('frames', '-')} frames)",
-        f"{f['fps']:.0f} / {100 * f['found_ratio']:.1f}%" if f else "-",
-        f"{base['fps']:.0f} / {100 * base['found_ratio']:.1f}%" if base else "-",
+        f"{f['fps'] or 0:.0f} / {100 * f['found_ratio']:.1f}%" if f else "-",
+        f"{base['fps'] or 0:.0f} / {100 * base['found_ratio']:.1f}%" if base else "-",
     ]
 
 

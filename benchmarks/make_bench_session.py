@@ -31,6 +31,8 @@ def main() -> None:
     if not 1.0 <= args.seconds <= 15.0:
         parser.error(f"--seconds {args.seconds}: expected 1..15 (a GU trial is 15 s)")
     if args.out.exists():
+        if not args.out.is_dir() or (any(args.out.iterdir()) and not (args.out / "session.json").is_file()):
+            parser.error(f"--out {args.out} exists and is not a session directory; refusing to replace it")
         shutil.rmtree(args.out)
     build_session(args.shared, args.out, LABELS, args.seconds, rates=RATES)
     print(args.out)

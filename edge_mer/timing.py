@@ -3,9 +3,11 @@
 Stages are named ``"<group>.<what>"``: ``decode.face`` (reading and decoding
 one video frame), ``face.detect``, ``face.crop``, ``speech.logmel``,
 ``eeg.features``, ``encoder.<name>``, ``fusion``, ``tick`` (one decision's
-compute) and ``decision`` (end to end: arrival of the newest sample a decision
-includes to the decision having been handed to every output). Each stage keeps
-its newest ``capacity`` samples, so a long-running daemon stays bounded.
+compute) and ``decision`` (end to end: from the timestamp of the newest sample a decision's
+valid evidence rests on to the decision having been handed to every output),
+``age.<modality>`` and ``tick.delay`` (see the daemon). Each stage keeps its
+newest ``capacity`` samples (16384: a few MB for all stages), so a long-running
+daemon stays bounded.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from edge_mer.errors import InputError
 class StageTimes:
     """Bounded per-stage samples in milliseconds; appends are safe from several threads (deque.append is atomic)."""
 
-    def __init__(self, capacity: int = 65536) -> None:
+    def __init__(self, capacity: int = 16384) -> None:
         if capacity < 1:
             raise InputError(f"stage timing capacity must be >= 1, got {capacity}")
         self.capacity = capacity

@@ -361,7 +361,11 @@ class PowerMonitor:
             self.tegrastats.stop()
             self._result = {"source": "tegrastats", **self.tegrastats.summary()}
         elif self._start is not None and self.rapl is not None:
-            watts = self.rapl.watts_between(self._start, self.rapl.read())
+            try:
+                watts = self.rapl.watts_between(self._start, self.rapl.read())
+            except (SensorError, InputError) as exc:  # a counter that vanished or wrapped twice: no figure
+                self._result = {"source": None, "reason": f"RAPL reading failed: {exc}"}
+                return
             self._result = {"source": "rapl", "package_power_mean_w": round(watts, 2)}
 
     def summary(self) -> dict:

@@ -11,6 +11,10 @@ def _ms(value: Any) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _count(value: Any) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def _stage_rows(pipeline: dict[str, Any]) -> list[list[str]]:
     stages = pipeline["stages_ms"]
     names = [n for n in STAGE_ORDER if n in stages]
@@ -18,7 +22,7 @@ def _stage_rows(pipeline: dict[str, Any]) -> list[list[str]]:
     names += sorted(set(stages) - set(names))
     rows = [[n, _ms(stages[n].get("p50")), _ms(stages[n].get("p99")), str(stages[n]["n"])] for n in names]
     for label, key in (("tick (one decision's compute)", "tick_ms"),
-                       ("decision end to end", "decision_latency_ms")):
+                       ("decision (newest evidence sample to output)", "decision_latency_ms")):
         s = pipeline[key]
         rows.append([label, _ms(s.get("p50")), _ms(s.get("p99")), str(s["n"])])
     return rows
@@ -33,13 +37,13 @@ def _encoder_rows(encoders: dict[str, Any]) -> list[list[str]]:
                 continue
             big = r.get("larger", {})
             rows.append([name, precision, _ms(r["p50_ms"]), _ms(r["p95_ms"]), _ms(r["p99_ms"]), _ms(r["max_ms"]),
-                         f"{r['throughput_per_s']:.0f}", str(big.get("batch", "-")), _ms(big.get("p50_ms")),
-                         f"{big['throughput_per_s']:.0f}" if big else "-"])
+                         _count(r["throughput_per_s"]), str(big.get("batch", "-")), _ms(big.get("p50_ms")),
+                         _count(big.get("throughput_per_s"))])
     return rows
 
 
 def _face_rows(face: dict[str, Any]) -> list[list[str]]:
-    return [[label, f"{v['fps']:.0f}", f"{100 * v['found_ratio']:.1f}%", _ms(v["frame_ms"]["p50"]),
+    return [[label, _count(v["fps"]), f"{100 * v['found_ratio']:.1f}%", _ms(v["frame_ms"]["p50"]),
              _ms(v["frame_ms"]["p99"]), str(v["full_detections"])] for label, v in face["variants"].items()]
 
 
@@ -76,7 +80,9 @@ def _sections(result: dict[str, Any]) -> list[tuple[str, str, list[list[str]]]]:
                         "stages", _stage_rows(p)))
     if "encoders" in result:
         threads = result["config"]["backend"]["onnxruntime"]["intra_op_threads"]
-        out.append((f"Encoders, {threads or 'default'} ONNX Runtime thread(s) (batch 1, then the larger batch)",
+        where = (f"{threads or 'default'} ONNX Runtime thread(s)" if result["host"]["backend"] == "onnxruntime"
+                 else result["host"]["backend"])
+        out.append((f"Encoders, {where} (batch 1, then the larger batch)",
                     "encoders", _encoder_rows(result["encoders"])))
     if "encoders_default_threads" in result:
         out.append(("Encoders with ONNX Runtime's default thread count (one per core)", "encoders",

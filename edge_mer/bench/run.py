@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,9 +76,13 @@ class BenchConfig:
         require(self.iterations >= 10, f"iterations must be >= 10 (percentiles need samples), got {self.iterations}")
         require(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
         require(self.batch >= 1, f"batch must be >= 1, got {self.batch}")
-        require(self.duration_s >= 0, f"duration_s must be >= 0 (0 = the whole session), got {self.duration_s}")
+        require(math.isfinite(self.duration_s) and self.duration_s >= 0,
+                f"duration_s must be a finite number >= 0 (0 = the whole session), got {self.duration_s}")
         require(0.1 <= self.rate_hz <= 100.0, f"rate_hz must be in 0.1..100, got {self.rate_hz}")
-        require(self.warmup_s >= 0, f"warmup_s must be >= 0, got {self.warmup_s}")
+        require(math.isfinite(self.warmup_s) and self.warmup_s >= 0,
+                f"warmup_s must be a finite number >= 0, got {self.warmup_s}")
+        require(not self.duration_s or self.warmup_s < self.duration_s,
+                f"warmup_s ({self.warmup_s}) must be shorter than duration_s ({self.duration_s})")
         require(self.face_frames >= 0, f"face_frames must be >= 0 (0 = every frame), got {self.face_frames}")
         require(self.cpu is None or self.cpu >= 0, f"cpu must be a CPU number >= 0, got {self.cpu}")
         require(self.encoders or self.pipeline or self.face_path, "nothing to measure: every part is switched off")
@@ -125,17 +131,27 @@ def _face_path(config: BenchConfig, bundle: Bundle, session: Path) -> dict[str, 
     return {"fps": main["fps"], "found_ratio": main["found_ratio"], **result}
 
 
-def gpu_memory(backend: str) -> dict[str, Any]:
-    """Device memory in use on the current CUDA device (TensorRT backend), or why it is not reported."""
-    if backend != "tensorrt":
-        return {"available": False, "reason": f"no GPU backend in use ({backend})"}
-    try:
-        import pycuda.autoinit  # noqa: F401 - creates the context the query needs
-        import pycuda.driver as cuda
-    except ImportError as exc:
-        return {"available": False, "reason": f"pycuda not importable: {exc}"}
-    free, total = cuda.mem_get_info()
-    return {"available": True, "used_mb": round((total - free) / 2**20, 1), "total_mb": round(total / 2**20, 1)}
+def _check_inputs(config: BenchConfig, session: Path) -> None:
+    """Fail in the first second, not after minutes of measuring, on inputs that cannot work."""
+    from edge_mer.sessions.format import load_session
+
+    if config.pipeline or (config.face_path and config.face_video is None):
+        load_session(session)
+    if config.face_path:
+        video = config.face_video or _session_video(session)
+        if not Path(video).is_file():
+            raise ConfigError(f"face_video {video} does not exist; expected a video file")
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    if config.face_path and config.cpu is not None and allowed is not None and config.cpu not in allowed:
+        raise ConfigError(f"cpu {config.cpu} is not available to this process (allowed: {allowed})")
+    if backend_batch_limit(config) is not None and config.batch > backend_batch_limit(config):
+        raise ConfigError(f"batch {config.batch} exceeds backend.tensorrt.max_batch "
+                          f"({config.backend.tensorrt.max_batch}); lower --batch or raise max_batch")
+
+
+def backend_batch_limit(config: BenchConfig) -> int | None:
+    """The largest batch the configured backend accepts (TensorRT's profile), or None for no limit."""
+    return config.backend.tensorrt.max_batch if resolve_backend_name(config.backend.name) == "tensorrt" else None
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
@@ -143,13 +159,13 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     bundle = load_bundle(config.bundle or default_bundle_path())
     session = config.session or demo_session_path()
     backend = resolve_backend_name(config.backend.name)
+    _check_inputs(config, session)
     result: dict[str, Any] = {"host": {**host_info(), "backend": backend}, "bundle": bundle.manifest.name,
                               "config": to_dict(config)}
     if config.pipeline:
         log.info("pipeline: replaying %s in real time at %g decisions/s", session, config.rate_hz)
         result["pipeline"] = bench_pipeline(_run_config(config, session, optimised=True), bundle,
                                             warmup_s=config.warmup_s)
-        result["gpu_memory"] = gpu_memory(backend)
         if config.compare:
             log.info("pipeline, before the optimisations: timer ticks, full-frame detection on every frame")
             result["pipeline_before"] = bench_pipeline(_run_config(config, session, optimised=False), bundle,

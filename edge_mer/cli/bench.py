@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from edge_mer.bench.report import render_markdown, render_text
@@ -58,8 +59,25 @@ def _write(path: str, text: str) -> None:
         raise EdgeMerError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def _check_writable(path: str) -> None:
+    """Fail before measuring, not after, when an output file cannot be written."""
+    if path == "-":
+        return
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise EdgeMerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if not existed:
+        os.remove(path)  # a failed run must not leave an empty result behind
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_flags(BenchConfig, args, FLAGS)
+    for path in (config.json, config.markdown):
+        if path is not None:
+            _check_writable(str(path))
     result = run_bench(config)
     as_json = json.dumps(result, indent=2) + "\n"
     if config.json is not None and str(config.json) == "-":

@@ -6,6 +6,7 @@ fields here.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -161,7 +162,8 @@ class EegConfig:
 
     def __post_init__(self) -> None:
         _check_modality("eeg", 4.0 if self.window_s is None else self.window_s, self.stale_s)
-        require(0 <= self.hop_s <= 10, f"hop_s must be in 0..10 seconds, got {self.hop_s}")
+        require(0 <= self.hop_s <= self.stale_s,
+                f"hop_s must be in 0..stale_s ({self.stale_s} s), so reused features are never stale; got {self.hop_s}")
         require(self.notch_hz is None or self.notch_hz in (0.0, 50.0, 60.0),
                 f"notch_hz must be 0, 50 or 60, got {self.notch_hz}")
 
@@ -239,6 +241,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         require(0.1 <= self.rate_hz <= 100.0, f"rate_hz must be in 0.1..100, got {self.rate_hz}")
         require(self.numpy_threads >= 0, f"numpy_threads must be >= 0 (0 = default), got {self.numpy_threads}")
-        require(self.duration_s >= 0, f"duration_s must be >= 0 (0 = until stopped), got {self.duration_s}")
+        require(math.isfinite(self.duration_s) and self.duration_s >= 0,
+                f"duration_s must be a finite number >= 0 (0 = until stopped), got {self.duration_s}")
         require(not self.fast or self.replay is not None, "fast needs replay (a session directory)")
         require(self.replay is None or self.record is None, "replay and record cannot be combined")

@@ -53,10 +53,10 @@ class Pump(threading.Thread):
     def run(self) -> None:
         try:
             for chunk in self.source:
+                self._record(chunk)  # first: face work in accept() must not delay the recording
                 accept(self.modality, chunk, self.runner, self.state)
                 if self.arrived is not None:
                     self.arrived.set()
-                self._record(chunk)
         except Exception as exc:  # noqa: BLE001 - any sensor failure must mark the modality, not vanish
             mark_failed(self.modality, self.state, self.runner, exc)
             return
@@ -107,9 +107,14 @@ class Daemon:
     With ``align_ticks`` (live and real-time replay), a tick that falls due
     waits for the next chunk from any source (at most one tick period, and at
     most 100 ms) and runs as soon as it arrives, so each decision includes the
-    freshest data instead of data up to one chunk interval old. End-to-end
-    latency (newest included sample to the decision handed to every output) is
-    recorded as stage ``decision`` in the scheduler's timings.
+    freshest data instead of data up to one chunk interval old.
+
+    Recorded in the scheduler's timings (live and real-time replay), at the
+    moment the decision has been handed to every output: ``decision``, its
+    age measured from the timestamp of the newest sample that any valid
+    modality's evidence rests on; ``age.<modality>``, the same per valid
+    modality (how old each modality's evidence is); ``tick.delay``, from the
+    tick's scheduled time (what alignment and compute add to the period).
     """
 
     scheduler: Scheduler
@@ -134,7 +139,7 @@ class Daemon:
         return {"status": "ok" if ok else "degraded", "sources": sources, "decisions": self.scheduler.decisions,
                 "uptime_s": round((now_ns - self.started_ns) / 1e9, 3)}
 
-    def _emit(self, now_ns: int, t: float, fast: bool = False) -> None:
+    def _emit(self, now_ns: int, t: float, fast: bool = False, due_ns: int | None = None) -> None:
         decision = self.scheduler.tick(now_ns, t)
         health = self.health(now_ns if fast else time.monotonic_ns())
         for sink in list(self.sinks):
@@ -149,9 +154,17 @@ class Daemon:
                 self.sinks.remove(sink)
         if not self.sinks:
             raise EdgeMerError("every output has failed; stopping")
-        newest = self.scheduler.newest_t_ns
-        if not fast and newest is not None:
-            self.scheduler.timings.add("decision", (time.monotonic_ns() - newest) / 1e6)
+        if not fast:
+            self._record_ages(time.monotonic_ns(), due_ns)
+
+    def _record_ages(self, emitted_ns: int, due_ns: int | None) -> None:
+        timings, evidence = self.scheduler.timings, self.scheduler.evidence_t_ns
+        for modality, t_ns in evidence.items():
+            timings.add(f"age.{modality}", (emitted_ns - t_ns) / 1e6)
+        if evidence:
+            timings.add("decision", (emitted_ns - max(evidence.values())) / 1e6)
+        if due_ns is not None:
+            timings.add("tick.delay", (emitted_ns - due_ns) / 1e6)
 
     def run_live(self, stop: threading.Event) -> None:
         """Pump threads plus ticks on the monotonic clock (live sensors or real-time replay)."""
@@ -176,12 +189,13 @@ class Daemon:
                     break
                 if self.align_ticks and wake == next_tick:
                     self._arrived.clear()
-                    self._arrived.wait(min(period / 1e9, 0.1))
+                    # At most half a period, so a quiet sensor set never costs a tick.
+                    self._arrived.wait(min(0.5 * period / 1e9, 0.1))
                 now = time.monotonic_ns()
                 if deadline is not None and now >= deadline and now < next_tick:
                     break
                 t = (now - self.clock_offset_ns) / 1e9 if self.clock_offset_ns is not None else now / 1e9
-                self._emit(now, t)
+                self._emit(now, t, due_ns=next_tick)
                 next_tick += period * max(1, (now - next_tick) // period + 1)  # skip ticks we were too late for
                 if deadline is not None and now >= deadline:
                     break

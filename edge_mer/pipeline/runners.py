@@ -19,7 +19,6 @@ import numpy as np
 from edge_mer.backends.base import Backend
 from edge_mer.bundle.labels import to_canonical
 from edge_mer.bundle.schema import EncoderSpec
-from edge_mer.errors import EdgeMerError
 from edge_mer.pipeline.buffers import FrameBuffer, SampleBuffer
 from edge_mer.pipeline.results import ModalityResult
 from edge_mer.preprocess.audio import AudioPreprocessor
@@ -124,10 +123,10 @@ class FaceRunner(ModalityRunner):
     modality = "face"
 
     def __init__(self, name: str, spec: EncoderSpec, backend: Backend, detector: FaceDetector,
-                 window_s: float, stale_s: float, max_frames: int, capacity: int = 64,
+                 window_s: float, stale_s: float, max_frames: int, capacity: int = 2,
                  timings: StageTimes | None = None) -> None:
         super().__init__(name, spec, backend, window_s, stale_s, timings)
-        self.buffer = FrameBuffer(capacity)
+        self.buffer = FrameBuffer(capacity)  # frames are processed on arrival: only the newest's time is read
         self.max_frames = max_frames
         self.preprocessor = FacePreprocessor(spec.preprocessing, detector, self.timings)
         # 10% slack: a 30 fps camera's frames 100 ms apart must not miss the 0.1 s spacing by jitter.
@@ -145,9 +144,8 @@ class FaceRunner(ModalityRunner):
             box = self.preprocessor.find(chunk.data)
             result = Invalid("no face") if box is None else \
                 self._infer(self.preprocessor.prepare([chunk.data], [box]))[0]
-        except (EdgeMerError, ValueError, RuntimeError) as exc:
-            # One bad frame costs that frame, not the camera.
-            log.warning("%s: frame at %d ns failed: %s", self.name, chunk.t_ns, exc)
+        except Exception as exc:  # noqa: BLE001 - one bad frame (cv2.error included) costs that frame, not the camera
+            log.warning("%s: frame at %d ns failed: %s: %s", self.name, chunk.t_ns, type(exc).__name__, exc)
             result = Invalid(f"error: {exc}")
         with self._lock:
             self._results.append((chunk.t_ns, result))
@@ -158,7 +156,8 @@ class FaceRunner(ModalityRunner):
             inside = [(t, r) for t, r in self._results if start < t <= now_ns]
         if not inside:
             return Invalid("no frames"), newest_ns
-        rows = [r for _, r in inside if not isinstance(r, Invalid)]
+        # The spacing's slack can let one frame more than max_frames into a window: keep the newest.
+        rows = [r for _, r in inside if not isinstance(r, Invalid)][-self.max_frames:]
         evidence = np.stack(rows) if rows else inside[-1][1]
         return evidence, inside[-1][0]
 

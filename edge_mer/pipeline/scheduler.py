@@ -30,8 +30,9 @@ class Scheduler:
                  timings: StageTimes | None = None) -> None:
         self.runners = list(runners)
         self.timings = timings if timings is not None else StageTimes()
-        #: Daemon-clock time of the newest sample the last decision included (None: it included none).
-        self.newest_t_ns: int | None = None
+        #: Per valid modality of the last decision, the timestamp (daemon clock) of the newest sample its
+        #: evidence rests on; invalid modalities contribute no evidence and are left out.
+        self.evidence_t_ns: dict[str, int] = {}
         # Modalities whose sensor never opened: reported invalid in every decision.
         self.failures = dict(failures or {})
         self.rule = rule
@@ -66,7 +67,7 @@ class Scheduler:
                 label = NO_EVIDENCE
             valence, arousal = valence_arousal(probs, self.affect)
         self.decisions += 1
-        self.newest_t_ns = max((r.newest_t_ns for r in results if r.newest_t_ns is not None), default=None)
+        self.evidence_t_ns = {r.modality: r.newest_t_ns for r in results if r.valid and r.newest_t_ns is not None}
         latency_ms = (time.perf_counter() - started) * 1e3
         self.timings.add("tick", latency_ms)
         return {

@@ -25,7 +25,8 @@ class FaceTracker:
     def __init__(self, detector: FaceDetector) -> None:
         self.detector = detector
         self.options = detector.options
-        self.face_px = self.options.track_face_px or detector.track_face_px
+        # Never below min_size: a region search that cannot find the face would only add cost.
+        self.face_px = max(self.options.track_face_px or detector.track_face_px, self.options.min_size)
         self._last: Detection | None = None
         self._tracked = 0  # frames found by the region search since the last full-frame detection
         self.full_detections = 0

@@ -29,6 +29,8 @@ def _pipeline(seed: int, power: dict[str, Any], *, align: bool, detector: str) -
     stages["custom.stage"] = summarize(rng.lognormal(0.0, 0.5, 5))  # unknown stages are listed too
     return {
         "session": "/data/sessions/demo", "rate_hz": 10.0, "align_ticks": align, "face_detector": detector,
+        "eeg_hop_s": 0.5, "numpy_threads": 1, "ort_intra_op_threads": 1,
+        "streams": {"face": {"rate": 30.0}, "speech": {"rate": 16000.0}, "eeg": {"rate": 250.0}},
         "decisions": 45, "warmup_decisions_skipped": 10, "wall_s": 4.51,
         "decision_latency_ms": summarize(rng.lognormal(1.0, 0.4, 45)), "tick_ms": summarize(rng.lognormal(0.8, 0.4, 45)),
         "stages_ms": stages, "cpu_percent": 12.5, "peak_rss_mb": 210.3,
@@ -92,7 +94,7 @@ def test_text_has_every_stage_encoder_row_skip_and_face_variant(result: dict[str
     for stage in STAGES + ("custom.stage",):
         assert sum(1 for line in lines if line.split() and line.split()[0] == stage) == 2  # both pipelines
     assert sum("tick (one decision's compute)" in line for line in lines) == 2
-    assert sum("decision end to end" in line for line in lines) == 2
+    assert sum("decision (newest evidence sample to output)" in line for line in lines) == 2
     for name, per_precision in result["encoders"].items():
         for precision, r in per_precision.items():
             row = [line for line in lines if line.split()[:2] == [name, precision]]
@@ -103,7 +105,8 @@ def test_text_has_every_stage_encoder_row_skip_and_face_variant(result: dict[str
                 assert f"{r['p50_ms']:.2f}" in row[0] and f"{r['p99_ms']:.2f}" in row[0]
     for label in VARIANTS:
         assert any(line.strip().startswith(label + " ") for line in lines), label
-    assert "Pipeline: /data/sessions/demo in real time, 10 decisions/s, align_ticks True" in text
+    assert "Pipeline: /data/sessions/demo (face 30/s, speech 16000/s, eeg 250/s) in real time, 10 decisions/s; " \
+           "align_ticks True" in text
     assert "Pipeline before the optimisations: /data/sessions/demo" in text
     assert "Encoders with ONNX Runtime's default thread count" in text
     assert "Encoders, 1 ONNX Runtime thread(s)" in text
@@ -160,14 +163,14 @@ def test_markdown_has_every_stage_encoder_row_skip_and_face_variant(result: dict
         s = result["pipeline"]["stages_ms"][stage]
         assert stage_rows[stage] == [stage, f"{s['p50']:.2f}", f"{s['p99']:.2f}", str(s["n"])]
     d = result["pipeline"]["decision_latency_ms"]
-    assert stage_rows["decision end to end"] == ["decision end to end", f"{d['p50']:.2f}", f"{d['p99']:.2f}",
+    assert stage_rows["decision (newest evidence sample to output)"] == ["decision (newest evidence sample to output)", f"{d['p50']:.2f}", f"{d['p99']:.2f}",
                                                  str(d["n"])]
     assert "tick (one decision's compute)" in stage_rows
     # Pipeline order first, then the encoders, fusion, and anything else.
     order = [row[0] for row in tables[0][2:]]
     assert order[:5] == ["decode.face", "face.detect", "face.crop", "speech.logmel", "eeg.features"]
     assert order[5:9] == ["encoder.eeg", "encoder.face", "encoder.speech", "fusion"]
-    assert order[9:] == ["custom.stage", "tick (one decision's compute)", "decision end to end"]
+    assert order[9:] == ["custom.stage", "tick (one decision's compute)", "decision (newest evidence sample to output)"]
     encoder_rows = {(row[0], row[1]): row for row in tables[2][2:]}
     for name, per_precision in result["encoders"].items():
         for precision, r in per_precision.items():
@@ -203,13 +206,13 @@ def test_partial_results_and_empty_samples(result: dict[str, Any]) -> None:
     p["stages_ms"]["fusion"] = summarize([])
     tables = _md_tables(render_markdown(sparse))
     rows = {row[0]: row for row in tables[0][2:]}
-    assert rows["decision end to end"] == ["decision end to end", "-", "-", "0"]
+    assert rows["decision (newest evidence sample to output)"] == ["decision (newest evidence sample to output)", "-", "-", "0"]
     assert rows["fusion"] == ["fusion", "-", "-", "0"]
     face_fp32 = next(row for row in tables[2][2:] if row[:2] == ["face", "fp32"])
     assert face_fp32[7:] == ["-", "-", "-"]
     for table in tables:
         assert all(len(row) == len(table[0]) for row in table)
-    assert "decision end to end" in render_text(sparse)
+    assert "decision (newest evidence sample to output)" in render_text(sparse)
 
 
 def test_markdown_numbers_are_plain(result: dict[str, Any]) -> None:
