@@ -18,9 +18,9 @@ from typing import Any
 TITLE = "## Pipeline and face path (`edge-mer bench`)"
 INTRO = """
 Each row is one `edge-mer bench --compare` run on an idle machine. *e2e* is the decision latency from
-the arrival of the newest sample a decision includes to the decision handed to every output
-(p50 / p99, ms); *CPU* is process CPU time over wall time (100 = one full core); *RSS* the peak
-resident set (MB). The pipeline replays the session in real time with decisions at 10 Hz. *Face
+the timestamp of the newest sample the decision examined to the decision handed to every output
+(p50 / p99, ms; how old each modality's evidence is, `age.<modality>`, is in the run's JSON); *CPU* is process CPU time
+over wall time (100 = one full core); *RSS* the peak resident set during that pipeline run (MB). The pipeline replays the session in real time with decisions at 10 Hz. *Face
 path* is detection + crop + face encoder per frame on one pinned core, decoding excluded: frames
 per second and the share of frames with a face found. *before* columns are the same run's
 measurement of what the optimisations replaced (pipeline: timer ticks, full-frame full-resolution

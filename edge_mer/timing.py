@@ -3,8 +3,8 @@
 Stages are named ``"<group>.<what>"``: ``decode.face`` (reading and decoding
 one video frame), ``face.detect``, ``face.crop``, ``speech.logmel``,
 ``eeg.features``, ``encoder.<name>``, ``fusion``, ``tick`` (one decision's
-compute) and ``decision`` (end to end: from the timestamp of the newest sample a decision's
-valid evidence rests on to the decision having been handed to every output),
+compute) and ``decision`` (end to end: from the timestamp of the newest sample a decision
+examined to the decision having been handed to every output),
 ``age.<modality>`` and ``tick.delay`` (see the daemon). Each stage keeps its
 newest ``capacity`` samples (16384: a few MB for all stages), so a long-running
 daemon stays bounded.

@@ -22,7 +22,7 @@ def _stage_rows(pipeline: dict[str, Any]) -> list[list[str]]:
     names += sorted(set(stages) - set(names))
     rows = [[n, _ms(stages[n].get("p50")), _ms(stages[n].get("p99")), str(stages[n]["n"])] for n in names]
     for label, key in (("tick (one decision's compute)", "tick_ms"),
-                       ("decision (newest evidence sample to output)", "decision_latency_ms")):
+                       ("decision (newest sample to output)", "decision_latency_ms")):
         s = pipeline[key]
         rows.append([label, _ms(s.get("p50")), _ms(s.get("p99")), str(s["n"])])
     return rows

@@ -217,7 +217,7 @@ class RunConfig:
     """Everything ``edge-mer run`` needs. ``replay``/``record`` are session directories (format edge-mer-session/1).
 
     ``align_ticks``: a decision that falls due waits for the next sensor chunk
-    (at most one period or 100 ms), so it includes the freshest data.
+    (at most half a period or 100 ms), so it includes the freshest data.
     ``numpy_threads``: BLAS threads for preprocessing (0 = the library's default). Its matrices are
     small, and a BLAS thread pool waiting for a busy core made the log-mel 5x slower here.
     """

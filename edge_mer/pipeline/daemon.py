@@ -105,16 +105,17 @@ class Daemon:
     """Runs ``scheduler`` over ``sources`` until stopped, the duration passes, or every source has ended.
 
     With ``align_ticks`` (live and real-time replay), a tick that falls due
-    waits for the next chunk from any source (at most one tick period, and at
+    waits for the next chunk from any source (at most half a tick period, and at
     most 100 ms) and runs as soon as it arrives, so each decision includes the
     freshest data instead of data up to one chunk interval old.
 
     Recorded in the scheduler's timings (live and real-time replay), at the
-    moment the decision has been handed to every output: ``decision``, its
-    age measured from the timestamp of the newest sample that any valid
-    modality's evidence rests on; ``age.<modality>``, the same per valid
-    modality (how old each modality's evidence is); ``tick.delay``, from the
-    tick's scheduled time (what alignment and compute add to the period).
+    moment the decision has been handed to every output: ``decision``, from
+    the timestamp of the newest sample the decision examined (end-to-end
+    latency); ``age.<modality>``, from the newest sample each valid
+    modality's evidence rests on (a face frame processed up to 0.1 s earlier,
+    EEG features reused for up to ``hop_s``); ``tick.delay``, from the tick's
+    scheduled time (what alignment and compute add to the period).
     """
 
     scheduler: Scheduler
@@ -158,11 +159,11 @@ class Daemon:
             self._record_ages(time.monotonic_ns(), due_ns)
 
     def _record_ages(self, emitted_ns: int, due_ns: int | None) -> None:
-        timings, evidence = self.scheduler.timings, self.scheduler.evidence_t_ns
-        for modality, t_ns in evidence.items():
+        timings, scheduler = self.scheduler.timings, self.scheduler
+        for modality, t_ns in scheduler.evidence_t_ns.items():
             timings.add(f"age.{modality}", (emitted_ns - t_ns) / 1e6)
-        if evidence:
-            timings.add("decision", (emitted_ns - max(evidence.values())) / 1e6)
+        if scheduler.examined_t_ns:
+            timings.add("decision", (emitted_ns - max(scheduler.examined_t_ns.values())) / 1e6)
         if due_ns is not None:
             timings.add("tick.delay", (emitted_ns - due_ns) / 1e6)
 

@@ -21,7 +21,8 @@ class ModalityResult:
     reason: str | None = None
     probs: dict[str, float] = field(default_factory=dict)
     latency_ms: float = 0.0
-    #: Daemon-clock time of the newest sample the result looked at (None: no data); not part of the JSON.
+    #: Daemon-clock time of the newest sample this result examined, valid or not ("silence" and "no face"
+    #: examined their window); None when it examined none (no data, stale, failed). Not part of the JSON.
     newest_t_ns: int | None = None
 
     @property

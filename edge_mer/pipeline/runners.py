@@ -99,7 +99,7 @@ class ModalityRunner:
             return ModalityResult.invalid(self.modality, self.name, "no data yet")
         if (now_ns - newest) / 1e9 > self.stale_s:
             return ModalityResult.invalid(self.modality, self.name,
-                                          f"stale: newest data {((now_ns - newest) / 1e9):.1f} s old", 0.0, newest)
+                                          f"stale: newest data {((now_ns - newest) / 1e9):.1f} s old")
         evidence, newest = self._evidence(now_ns, newest)
         latency_ms = (time.perf_counter() - started) * 1e3
         if isinstance(evidence, Invalid):

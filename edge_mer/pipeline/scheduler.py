@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 NO_EVIDENCE = "unknown"
 
 
+def results_valid(results: Sequence[ModalityResult], modality: str) -> bool:
+    """Whether ``modality``'s result among ``results`` is valid."""
+    return any(r.valid for r in results if r.modality == modality)
+
+
 class Scheduler:
     """Turns the buffers' newest windows into decisions (JSON-ready dicts of the decision format)."""
 
@@ -30,8 +35,10 @@ class Scheduler:
                  timings: StageTimes | None = None) -> None:
         self.runners = list(runners)
         self.timings = timings if timings is not None else StageTimes()
-        #: Per valid modality of the last decision, the timestamp (daemon clock) of the newest sample its
-        #: evidence rests on; invalid modalities contribute no evidence and are left out.
+        #: Per modality of the last decision, the timestamp (daemon clock) of the newest sample it examined
+        #: (a silent speech window counts: the decision reflects it); stale or failed modalities are left out.
+        self.examined_t_ns: dict[str, int] = {}
+        #: The same for the modalities whose evidence was valid (how old each modality's evidence is).
         self.evidence_t_ns: dict[str, int] = {}
         # Modalities whose sensor never opened: reported invalid in every decision.
         self.failures = dict(failures or {})
@@ -67,7 +74,8 @@ class Scheduler:
                 label = NO_EVIDENCE
             valence, arousal = valence_arousal(probs, self.affect)
         self.decisions += 1
-        self.evidence_t_ns = {r.modality: r.newest_t_ns for r in results if r.valid and r.newest_t_ns is not None}
+        self.examined_t_ns = {r.modality: r.newest_t_ns for r in results if r.newest_t_ns is not None}
+        self.evidence_t_ns = {m: t for m, t in self.examined_t_ns.items() if results_valid(results, m)}
         latency_ms = (time.perf_counter() - started) * 1e3
         self.timings.add("tick", latency_ms)
         return {

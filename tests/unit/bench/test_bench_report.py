@@ -94,7 +94,7 @@ def test_text_has_every_stage_encoder_row_skip_and_face_variant(result: dict[str
     for stage in STAGES + ("custom.stage",):
         assert sum(1 for line in lines if line.split() and line.split()[0] == stage) == 2  # both pipelines
     assert sum("tick (one decision's compute)" in line for line in lines) == 2
-    assert sum("decision (newest evidence sample to output)" in line for line in lines) == 2
+    assert sum("decision (newest sample to output)" in line for line in lines) == 2
     for name, per_precision in result["encoders"].items():
         for precision, r in per_precision.items():
             row = [line for line in lines if line.split()[:2] == [name, precision]]
@@ -163,14 +163,14 @@ def test_markdown_has_every_stage_encoder_row_skip_and_face_variant(result: dict
         s = result["pipeline"]["stages_ms"][stage]
         assert stage_rows[stage] == [stage, f"{s['p50']:.2f}", f"{s['p99']:.2f}", str(s["n"])]
     d = result["pipeline"]["decision_latency_ms"]
-    assert stage_rows["decision (newest evidence sample to output)"] == ["decision (newest evidence sample to output)", f"{d['p50']:.2f}", f"{d['p99']:.2f}",
+    assert stage_rows["decision (newest sample to output)"] == ["decision (newest sample to output)", f"{d['p50']:.2f}", f"{d['p99']:.2f}",
                                                  str(d["n"])]
     assert "tick (one decision's compute)" in stage_rows
     # Pipeline order first, then the encoders, fusion, and anything else.
     order = [row[0] for row in tables[0][2:]]
     assert order[:5] == ["decode.face", "face.detect", "face.crop", "speech.logmel", "eeg.features"]
     assert order[5:9] == ["encoder.eeg", "encoder.face", "encoder.speech", "fusion"]
-    assert order[9:] == ["custom.stage", "tick (one decision's compute)", "decision (newest evidence sample to output)"]
+    assert order[9:] == ["custom.stage", "tick (one decision's compute)", "decision (newest sample to output)"]
     encoder_rows = {(row[0], row[1]): row for row in tables[2][2:]}
     for name, per_precision in result["encoders"].items():
         for precision, r in per_precision.items():
@@ -206,13 +206,13 @@ def test_partial_results_and_empty_samples(result: dict[str, Any]) -> None:
     p["stages_ms"]["fusion"] = summarize([])
     tables = _md_tables(render_markdown(sparse))
     rows = {row[0]: row for row in tables[0][2:]}
-    assert rows["decision (newest evidence sample to output)"] == ["decision (newest evidence sample to output)", "-", "-", "0"]
+    assert rows["decision (newest sample to output)"] == ["decision (newest sample to output)", "-", "-", "0"]
     assert rows["fusion"] == ["fusion", "-", "-", "0"]
     face_fp32 = next(row for row in tables[2][2:] if row[:2] == ["face", "fp32"])
     assert face_fp32[7:] == ["-", "-", "-"]
     for table in tables:
         assert all(len(row) == len(table[0]) for row in table)
-    assert "decision (newest evidence sample to output)" in render_text(sparse)
+    assert "decision (newest sample to output)" in render_text(sparse)
 
 
 def test_markdown_numbers_are_plain(result: dict[str, Any]) -> None:
