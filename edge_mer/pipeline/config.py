@@ -219,7 +219,7 @@ class RunConfig:
     ``align_ticks``: a decision that falls due waits for the next sensor chunk
     (at most half a period or 100 ms), so it includes the freshest data.
     ``numpy_threads``: BLAS threads for preprocessing (0 = the library's default). Its matrices are
-    small, and a BLAS thread pool waiting for a busy core made the log-mel 5x slower here.
+    small, and a BLAS thread pool that has to wait for a busy core stalls the decision.
     """
 
     rate_hz: float = 2.0

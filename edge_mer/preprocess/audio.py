@@ -305,7 +305,7 @@ def _log_compress(mel: np.ndarray, params: AudioParams) -> np.ndarray:
 def _features(x: np.ndarray, params: AudioParams, kernels: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The shared core: float64 mono audio at params.sample_rate -> ``[C, n_mels, T]``."""
     window, mel = kernels
-    # [frames, bins] @ [bins, mels], then transpose: BLAS is ~50x slower on the transposed rfft output.
+    # [frames, bins] @ [bins, mels], then transpose: BLAS takes a slow path on the transposed rfft output.
     logmel = _log_compress((_power_spectrogram(x, params, window) @ mel.T).T, params)
     rows = [logmel]
     for order in range(1, params.deltas + 1):
