@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from edge_mer.bundle.schema import EncoderSpec
-from edge_mer.errors import ConfigError, InputError
+from edge_mer.errors import InputError
 from edge_mer.sessions.format import SESSION_JSON, load_session
 from edge_mer_calibration.eeg import is_gu_file, read_brainflow_file, read_gu_folder, read_session_eeg
 from edge_mer_calibration.face import (IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_face_folder, read_face_video,
                                        read_fer_csv)
-from edge_mer_calibration.samples import Sample
+from edge_mer_calibration.samples import Sample, session_with
 from edge_mer_calibration.speech import WAV_SUFFIXES, read_session_audio, read_wav_folder
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,7 @@ def _is_session(path: Path, key: str) -> bool:
     """Whether ``path`` is a session directory; InputError when it is one without a ``key`` file."""
     if not (path.is_dir() and (path / SESSION_JSON).is_file()):
         return False
-    try:
-        session = load_session(path)
-    except ConfigError as exc:
-        raise InputError(f"session {path}: {exc}") from None
-    if getattr(session, key) is None:
-        raise InputError(f"session {path} has no {key} file (session.json has no {key!r})")
+    session_with(path, key)
     return True
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from edge_mer_export.errors import ExportError
-from edge_mer_export.onnx_checks import (check_signature, check_standard_ops, first_line, load_checked,
+from edge_mer_export.onnx_checks import (check_rewritten, first_line, load_checked,
                                          max_difference, run_model, sample_feed, strip_unused_opsets)
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,7 @@ def make_fp16(src: Path, dst: Path, *, keep_fp32: Sequence[str] = KEEP_FP32,
                           ) from None
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ExportError(f"{src}: float16 conversion failed: {first_line(exc)}") from None
-    check_standard_ops(converted, src)
-    check_signature(model, converted, src)
-    try:
-        onnx.checker.check_model(converted, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"{src}: the float16 model fails the ONNX checker: {first_line(exc)}") from None
+    check_rewritten(model, converted, src, "float16")
     feed = sample_feed(model, dims)
     reference, candidate = run_model(model, feed), run_model(converted, feed)
     name, diff = max_difference(reference, candidate)

@@ -110,6 +110,16 @@ def check_standard_ops(model: onnx.ModelProto, where: Path) -> None:
                               "expected standard ONNX operators only")
 
 
+def check_rewritten(before: onnx.ModelProto, after: onnx.ModelProto, where: Path, what: str) -> None:
+    """``after`` (a rewrite of ``before``) uses standard ops, keeps the I/O signature and passes the checker."""
+    check_standard_ops(after, where)
+    check_signature(before, after, where)
+    try:
+        onnx.checker.check_model(after, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"{where}: the {what} model fails the ONNX checker: {first_line(exc)}") from None
+
+
 def sample_feed(model: onnx.ModelProto, dims: Mapping[str, int] | None = None, seed: int = 0
                 ) -> dict[str, np.ndarray]:
     """A seeded random input for every fed input; dynamic axes take ``dims[name]`` or a default size."""
@@ -194,12 +204,7 @@ def prepare_model(src: Path, dst: Path, *, dims: Mapping[str, int] | None = None
     for prop in model.metadata_props:
         if prop.key not in {p.key for p in prepared.metadata_props}:
             prepared.metadata_props.add(key=prop.key, value=prop.value)
-    check_standard_ops(prepared, src)
-    check_signature(model, prepared, src)
-    try:
-        onnx.checker.check_model(prepared, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"{src}: the prepared model fails the ONNX checker: {first_line(exc)}") from None
+    check_rewritten(model, prepared, src, "prepared")
     feed = sample_feed(model, dims)
     reference, candidate = run_model(model, feed), run_model(prepared, feed)
     for name, ref in reference.items():
