@@ -6,7 +6,7 @@ For every fp32 encoder of a bundle this script
 1. fixes the input to the shape the daemon feeds (batch 1; the speech
    encoder's time axis is what ``AudioPreprocessor`` makes of the daemon's
    speech window, 2.0 s by default) and counts its FLOPs with
-   :func:`edge_mer.bench.flops.count_flops` (a multiply-add is 2 FLOPs);
+   :func:`flops.count_flops` (``benchmarks/flops.py``; a multiply-add is 2 FLOPs);
 2. measures its ONNX Runtime latency at batch 1 (p50 of ``--iterations`` runs
    after warm-up, through the same backend class the daemon uses);
 
@@ -38,16 +38,18 @@ from typing import Any
 
 import numpy as np
 
-from edge_mer.backends.options import BackendOptions, OrtOptions
-from edge_mer.backends.registry import create_backend
-from edge_mer.bench.encoders import example_features
-from edge_mer.bench.flops import count_flops
-from edge_mer.bench.host import host_info as runtime_host_info
-from edge_mer.bundle import default_bundle_path
-from edge_mer.bundle.loader import Bundle, load_bundle
-from edge_mer.bundle.schema import EncoderSpec
-from edge_mer.errors import EdgeMerError
-from edge_mer.pipeline.config import SpeechConfig
+# The FLOP counter is a sibling module: only these host scripts count FLOPs, the device runtime never does.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flops import count_flops  # noqa: E402
+
+from edge_mer.backends.options import BackendOptions, OrtOptions  # noqa: E402
+from edge_mer.backends.registry import create_backend  # noqa: E402
+from edge_mer.bench.encoders import example_features  # noqa: E402
+from edge_mer.bench.host import host_info as runtime_host_info  # noqa: E402
+from edge_mer.bundle import default_bundle_path  # noqa: E402
+from edge_mer.bundle.loader import Bundle, load_bundle  # noqa: E402
+from edge_mer.bundle.schema import EncoderSpec  # noqa: E402
+from edge_mer.errors import EdgeMerError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ Rows are added by the scripts in this directory; never edit a measured row by ha
 RESULTS_SECTION = """## Encoder FLOPs against the measured matmul bound (`flops_vs_matmul.py`)
 
 Each row is one fp32 encoder (of the packaged default bundle unless stated) at batch 1, with the
-input shape the daemon feeds. *MFLOPs* counts a multiply-add as 2 FLOPs (`edge_mer.bench.flops`).
+input shape the daemon feeds. *MFLOPs* counts a multiply-add as 2 FLOPs (`benchmarks/flops.py`).
 *p50 ms* is the median ONNX Runtime latency. *matmul GFLOP/s* is the best float32 `[n,n] @ [n,n]`
 throughput (n = 256, 512, 1024) that ONNX Runtime reached on the same machine, in the same run,
 with the same intra-op thread count; *bound ms* = FLOPs / that throughput is the latency the
@@ -194,7 +196,7 @@ def measure_numpy_matmul(threads: int, iterations: int, budget_s: float) -> dict
 
 def daemon_feeds(name: str, spec: EncoderSpec, seed: int = 0) -> dict[str, np.ndarray]:
     """The input the daemon feeds ``spec`` at batch 1 (the runtime preprocessing of random data)."""
-    features = example_features(spec, np.random.default_rng(seed), SpeechConfig().window_s)
+    features = example_features(spec, np.random.default_rng(seed))
     return {spec.inputs[0].name: features[None].astype(spec.inputs[0].np_dtype)}
 
 

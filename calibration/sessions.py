@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ import soundfile
 from edge_mer.bundle.loader import MANIFEST, load_bundle
 from edge_mer.bundle.writer import file_entry, write_manifest
 from edge_mer.errors import InputError
+from edge_mer.results import Decision
 from edge_mer_calibration.eeg import GU_CHANNELS, GU_RATE
 
 log = logging.getLogger(__name__)
@@ -148,25 +150,28 @@ def heldout_bundle(source: Path, out: Path, models: Mapping[str, Path]) -> Path:
     return out
 
 
-def score_decisions(decisions: Sequence[Mapping], labels: Sequence[Mapping], skip_s: float = 4.0) -> dict:
+def score_decisions(decisions: Iterable[Decision | Mapping[str, Any]], labels: Sequence[Mapping],
+                    skip_s: float = 4.0) -> dict:
     """Top-1 accuracy of the fused label and of each valid modality against the session labels.
 
-    Decisions in the first ``skip_s`` seconds of a segment are left out, since
-    their windows still hold the previous segment. Returns counts, accuracies
-    and each modality's valid share.
+    ``decisions`` are :class:`~edge_mer.results.Decision` objects or their JSON
+    objects (lines of ``edge-mer run``'s output). Decisions in the first
+    ``skip_s`` seconds of a segment are left out, since their windows still
+    hold the previous segment. Returns counts, accuracies and each modality's valid share.
     """
     fused_hits, n, per = 0, 0, {}
-    for d in decisions:
-        segment = next((s for s in labels if s["start"] + skip_s <= d["t"] < s["end"]), None)
+    for item in decisions:
+        d = item if isinstance(item, Decision) else Decision.from_json(item)
+        segment = next((s for s in labels if s["start"] + skip_s <= d.t < s["end"]), None)
         if segment is None:
             continue
         n += 1
-        fused_hits += d["label"] == segment["label"]
-        for modality, result in d["modalities"].items():
-            stats = per.setdefault(modality, {"valid": 0, "hits": 0})
-            if result["valid"]:
+        fused_hits += d.label == segment["label"]
+        for result in d.modalities:
+            stats = per.setdefault(result.modality, {"valid": 0, "hits": 0})
+            if result.valid:
                 stats["valid"] += 1
-                stats["hits"] += result["label"] == segment["label"]
+                stats["hits"] += result.label == segment["label"]
     modalities = {m: {"accuracy": s["hits"] / s["valid"] if s["valid"] else None, "valid_share": s["valid"] / n,
                       "valid": s["valid"]} for m, s in per.items()}
     return {"decisions": n, "fused_accuracy": fused_hits / n if n else None, "modalities": modalities}

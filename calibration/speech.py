@@ -12,7 +12,8 @@ the runtime sources deliver for the same file:
   the features are byte-identical. Other encodings (float, 8-bit, compressed)
   are read as float64, as the sources read them.
 * Sessions: the audio is decoded by the daemon's
-  :class:`~edge_mer.sessions.replay.AudioReplaySource` itself.
+  :class:`~edge_mer.sessions.replay.AudioReplaySource` itself (which reads
+  through :class:`~edge_mer.sources.wav.SoundFileReader`, as the WAV source does).
 
 Windows the preprocessor refuses (:class:`~edge_mer.preprocess.base.Invalid`:
 silence, too short) are skipped and counted in the log.

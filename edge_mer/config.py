@@ -170,11 +170,6 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
 
 
-def load_toml(cls: type[T], path: str | Path) -> T:
-    """Read a TOML file into the dataclass ``cls`` (see :func:`from_dict`)."""
-    return from_dict(cls, read_toml(path))
-
-
 def to_dict(obj: Any) -> Any:
     """Turn a dataclass tree into JSON/TOML-ready builtins (tuples become lists)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

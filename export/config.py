@@ -6,9 +6,14 @@ from pathlib import Path
 from typing import Literal
 
 from edge_mer.config import require
+from edge_mer.names import QUANTIZED_PRECISIONS
 
+#: INT8 calibration methods (ONNX Runtime's calibrators; see :data:`edge_mer_export.int8.METHODS`).
 Method = Literal["entropy", "minmax", "percentile"]
-CandidatePrecision = Literal["fp16", "int8"]
+#: The one default of ``edge-mer export`` and :func:`~edge_mer_export.int8.make_int8`.
+DEFAULT_METHOD: Method = "minmax"
+#: The key of ``calib``/``eval``/``*_groups`` that applies to every encoder without its own entry.
+ALL_ENCODERS = "*"
 
 
 @dataclass(frozen=True)
@@ -16,10 +21,11 @@ class ExportConfig:
     """What to export, from which data, and how strict the accuracy gate is.
 
     ``calib`` and ``eval`` map encoder names to data (a path usable by
-    :func:`edge_mer_calibration.datasets.open_dataset`); the key ``*`` applies
-    to every selected encoder. ``calib_groups``/``eval_groups`` keep only
-    those speakers or subjects (e.g. ``{"speech": ("08", "09")}``), so one
-    folder can give disjoint calibration and evaluation sets. ``encoders``
+    :func:`edge_mer_calibration.datasets.open_dataset`); the key ``*``
+    (:data:`ALL_ENCODERS`) applies to every selected encoder.
+    ``calib_groups``/``eval_groups`` keep only those speakers or subjects
+    (e.g. ``{"speech": ("08", "09")}``), so one folder can give disjoint
+    calibration and evaluation sets. ``encoders``
     empty selects every encoder that has evaluation data.
     ``max_accuracy_drop`` is in percentage points.
     """
@@ -32,8 +38,8 @@ class ExportConfig:
     eval_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     entry: Path | None = None
     encoders: tuple[str, ...] = ()
-    precisions: tuple[CandidatePrecision, ...] = ("fp16", "int8")
-    method: Method = "minmax"
+    precisions: tuple[str, ...] = QUANTIZED_PRECISIONS  # checked against QUANTIZED_PRECISIONS below, naming the bad one
+    method: Method = DEFAULT_METHOD
     calib_size: int = 256
     eval_size: int = 0
     seed: int = 0
@@ -46,7 +52,9 @@ class ExportConfig:
     hop_s: float = 2.0
 
     def __post_init__(self) -> None:
-        require(len(self.precisions) > 0, "precisions must name at least one of fp16, int8")
+        for p in self.precisions:
+            require(p in QUANTIZED_PRECISIONS, f"precisions: {p!r} is not one of {', '.join(QUANTIZED_PRECISIONS)}")
+        require(len(self.precisions) > 0, f"precisions must name at least one of {', '.join(QUANTIZED_PRECISIONS)}")
         require(len(set(self.precisions)) == len(self.precisions), f"precisions repeats a value: {self.precisions}")
         require(self.calib_size >= 1, f"calib_size must be >= 1, got {self.calib_size}")
         require(self.eval_size >= 0, f"eval_size must be >= 0 (0 = all), got {self.eval_size}")
@@ -60,4 +68,4 @@ class ExportConfig:
 
     def data_for(self, table: dict, encoder: str):  # noqa: ANN201 - Path or group tuple
         """The entry for ``encoder`` in ``calib``/``eval``/``*_groups`` (its own key, else ``*``)."""
-        return table.get(encoder, table.get("*"))
+        return table.get(encoder, table.get(ALL_ENCODERS))

@@ -105,13 +105,6 @@ class GateResult:
                                metrics=dict(self.metrics))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64, for encoders whose class output is ``logits``."""
-    x = np.asarray(logits, dtype=np.float64)
-    z = np.exp(x - x.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
 def _matrix(values: np.ndarray, what: str, n_classes: int | None = None) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:

@@ -74,18 +74,20 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       create_calibrator, quantize_static)
 
 from edge_mer_calibration.ort_reader import feeds_digest
+from edge_mer_export.config import DEFAULT_METHOD, Method
 from edge_mer_export.errors import ExportError
 from edge_mer_export.onnx_checks import first_line, graph_inputs, ort_errors
 from edge_mer_export.qdq_lint import check_qdq
 
 log = logging.getLogger(__name__)
 
-Method = Literal["entropy", "minmax", "percentile"]
 Quantizer = Literal["auto", "ort", "modelopt"]
 ReaderFactory = Callable[[], CalibrationDataReader]
 
-METHODS: dict[str, CalibrationMethod] = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
-                                         "percentile": CalibrationMethod.Percentile}
+#: ONNX Runtime's calibrator for each :data:`~edge_mer_export.config.Method`.
+METHODS: dict[Method, CalibrationMethod] = {"entropy": CalibrationMethod.Entropy,
+                                            "minmax": CalibrationMethod.MinMax,
+                                            "percentile": CalibrationMethod.Percentile}
 
 #: Op types whose inputs get Q/DQ (see the module docstring for why these and no others).
 QUANTIZED_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool",
@@ -315,13 +317,15 @@ def _quantize_modelopt(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]],
              high_precision_dtype="fp32", output_path=str(dst))
 
 
-def make_int8(src: Path, dst: Path, reader_factory: ReaderFactory, *, method: Method = "entropy",
+def make_int8(src: Path, dst: Path, reader_factory: ReaderFactory, *, method: Method = DEFAULT_METHOD,
               cache_dir: Path | None = None, per_channel: bool = True, quantizer: Quantizer = "ort") -> Path:
     """Write the INT8 Q/DQ version of ``src`` to ``dst``, calibrated on ``reader_factory()``'s feeds.
 
     ``reader_factory`` returns a fresh ``CalibrationDataReader`` each call
-    (feed dicts keyed by the model's input names).  ``cache_dir`` keeps the
-    calibration ranges between runs (``None``: no cache).  ``src`` should
+    (feed dicts keyed by the model's input names).  ``method`` defaults to
+    :data:`~edge_mer_export.config.DEFAULT_METHOD`, as ``edge-mer export``
+    does.  ``cache_dir`` keeps the calibration ranges between runs (``None``:
+    no cache).  ``src`` should
     come from :func:`~edge_mer_export.onnx_checks.prepare_model`.  The output
     passes :func:`~edge_mer_export.qdq_lint.check_qdq`.
     """

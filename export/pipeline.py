@@ -20,6 +20,7 @@ from tqdm import tqdm
 from edge_mer.backends.base import ModelFile, ModelRef
 from edge_mer.backends.options import BackendOptions, OrtOptions
 from edge_mer.backends.registry import create_backend
+from edge_mer.numeric import softmax
 from edge_mer.bundle import load_bundle
 from edge_mer.bundle.loader import Bundle, sha256_file
 from edge_mer.bundle.schema import EncoderSpec, PrecisionReport
@@ -30,7 +31,7 @@ from edge_mer_export.config import ExportConfig
 from edge_mer_export.engines import build_engines, write_implicit_cache
 from edge_mer_export.errors import ExportError
 from edge_mer_export.fp16 import make_fp16
-from edge_mer_export.gate import GateThresholds, gate, measure_latency, softmax
+from edge_mer_export.gate import GateThresholds, gate, measure_latency
 from edge_mer_export.int8 import make_int8
 from edge_mer_export.onnx_checks import prepare_model
 from edge_mer_export.outputs import (bundle_from_onnx, candidate_path, finish_output, start_output,
@@ -80,7 +81,7 @@ def _latency(path: Path, precision: str, feed: dict[str, np.ndarray], iterations
 
 
 def _probs(raw: np.ndarray, kind: str) -> np.ndarray:
-    return softmax(raw) if kind == "logits" else raw.astype(np.float64)
+    return softmax(np.asarray(raw, dtype=np.float64)) if kind == "logits" else raw.astype(np.float64)
 
 
 def _candidates(cfg: ExportConfig, prepared: Path, out: Path, spec: EncoderSpec,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_mer.bundle.schema import PRECISIONS
+from edge_mer.names import PRECISIONS
 from edge_mer.config import require, to_dict
 from edge_mer_export.gate import GateResult, GateThresholds
 

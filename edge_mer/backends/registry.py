@@ -2,7 +2,7 @@
 
 The registry maps a name to ``"module:Class"`` so that listing or choosing a
 backend never imports TensorRT, pycuda or onnxruntime up front.  A new
-backend is one module plus one :func:`register_backend` call.
+backend is one module plus one line in :data:`BACKENDS`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from edge_mer.errors import BackendError
 
 log = logging.getLogger(__name__)
 
-_REGISTRY: dict[str, str] = {
+#: Backend name -> ``"module:Class"`` of its :class:`~edge_mer.backends.base.Backend`.
+BACKENDS: dict[str, str] = {
     "onnxruntime": "edge_mer.backends.onnxrt:OrtBackend",
     "tensorrt": "edge_mer.backends.tensorrt:TensorRTBackend",
 }
@@ -23,24 +24,12 @@ _REGISTRY: dict[str, str] = {
 AUTO_ORDER: tuple[str, ...] = ("tensorrt", "onnxruntime")
 
 
-def register_backend(name: str, target: str) -> None:
-    """Register ``target`` (``"package.module:ClassName"``) under ``name``."""
-    if name == "auto" or not name:
-        raise BackendError(f"backend name {name!r} is reserved")
-    _REGISTRY[name] = target
-
-
-def backend_names() -> tuple[str, ...]:
-    """The registered backend names (``auto`` not included)."""
-    return tuple(_REGISTRY)
-
-
 def backend_class(name: str) -> type[Backend]:
     """The class registered under ``name``; an unknown name is a :class:`BackendError`."""
     try:
-        target = _REGISTRY[name]
+        target = BACKENDS[name]
     except KeyError:
-        known = ", ".join(("auto", *_REGISTRY))
+        known = ", ".join(("auto", *BACKENDS))
         raise BackendError(f"unknown backend {name!r} (expected one of: {known})") from None
     module_name, _, class_name = target.partition(":")
     module = importlib.import_module(module_name)
@@ -49,7 +38,7 @@ def backend_class(name: str) -> type[Backend]:
 
 def availability() -> dict[str, str | None]:
     """For each backend, None when it can run here, else why not."""
-    return {name: backend_class(name).availability() for name in _REGISTRY}
+    return {name: backend_class(name).availability() for name in BACKENDS}
 
 
 def resolve_backend_name(name: str) -> str:

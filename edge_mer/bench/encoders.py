@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,28 +20,42 @@ from edge_mer.bench.latency import summarize, time_infer
 from edge_mer.bundle.loader import Bundle
 from edge_mer.bundle.schema import EncoderSpec
 from edge_mer.errors import BackendError
+from edge_mer.names import Modality
+from edge_mer.preprocess.audio import AudioParams, AudioPreprocessor
 from edge_mer.preprocess.base import Invalid
+from edge_mer.preprocess.eeg import EegParams, EegPreprocessor
+from edge_mer.preprocess.face import FaceParams, prepare_crops
 
 log = logging.getLogger(__name__)
 
+EXAMPLE_SPEECH_S = 2.0  # the speech window of the default run configuration
 
-def example_features(spec: EncoderSpec, rng: np.random.Generator, speech_window_s: float = 2.0) -> np.ndarray:
+
+def _face_example(params: FaceParams, rng: np.random.Generator) -> np.ndarray | Invalid:
+    return prepare_crops([rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)], params)[0]
+
+
+def _speech_example(params: AudioParams, rng: np.random.Generator) -> np.ndarray | Invalid:
+    audio = (0.1 * rng.standard_normal(int(EXAMPLE_SPEECH_S * params.sample_rate))).astype(np.float32)
+    return AudioPreprocessor(params).process(audio, params.sample_rate)
+
+
+def _eeg_example(params: EegParams, rng: np.random.Generator) -> np.ndarray | Invalid:
+    window = 20.0 * rng.standard_normal((len(params.channels), int(params.window_s * params.sample_rate)))
+    return EegPreprocessor(params).process(window, params.channels, params.sample_rate)
+
+
+#: Modality -> one window's encoder input made by the runtime preprocessing from random data.
+EXAMPLES: dict[Modality, Callable[[Any, np.random.Generator], np.ndarray | Invalid]] = {
+    "face": _face_example,
+    "speech": _speech_example,
+    "eeg": _eeg_example,
+}
+
+
+def example_features(spec: EncoderSpec, rng: np.random.Generator) -> np.ndarray:
     """One window's encoder input (no batch axis), made by the runtime preprocessing from random data."""
-    params = spec.preprocessing
-    if spec.modality == "face":
-        from edge_mer.preprocess.face import prepare_crops
-
-        return prepare_crops([rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)], params)[0]
-    if spec.modality == "speech":
-        from edge_mer.preprocess.audio import AudioPreprocessor
-
-        audio = (0.1 * rng.standard_normal(int(speech_window_s * params.sample_rate))).astype(np.float32)
-        features = AudioPreprocessor(params).process(audio, params.sample_rate)
-    else:
-        from edge_mer.preprocess.eeg import EegPreprocessor
-
-        window = 20.0 * rng.standard_normal((len(params.channels), int(params.window_s * params.sample_rate)))
-        features = EegPreprocessor(params).process(window, params.channels, params.sample_rate)
+    features = EXAMPLES[spec.modality](spec.preprocessing, rng)
     if isinstance(features, Invalid):
         raise BackendError(f"cannot make an example input for encoder {spec.modality}: {features.reason}")
     return features

@@ -21,9 +21,11 @@ from edge_mer.bench.latency import summarize
 from edge_mer.bench.power import PowerMonitor
 from edge_mer.bundle.loader import Bundle
 from edge_mer.errors import EdgeMerError
-from edge_mer.pipeline.config import OutputsConfig, RunConfig
+from edge_mer.pipeline.config import RunConfig
 from edge_mer.pipeline.session_run import build_daemon
+from edge_mer.results import Decision
 from edge_mer.sinks.base import Sink
+from edge_mer.sinks.registry import OutputsConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,10 @@ class CountingSink(Sink):
     def open(self) -> None:
         pass
 
-    def emit(self, decision: dict[str, Any]) -> None:
+    def emit(self, decision: Decision) -> None:
         self.decisions += 1
-        for modality, result in decision["modalities"].items():
-            self.valid[modality] = self.valid.get(modality, 0) + int(bool(result["valid"]))
+        for result in decision.modalities:
+            self.valid[result.modality] = self.valid.get(result.modality, 0) + int(result.valid)
 
     def close(self) -> None:
         pass

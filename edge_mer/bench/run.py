@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from edge_mer.backends.options import BackendOptions
 from edge_mer.backends.registry import resolve_backend_name
@@ -25,17 +25,15 @@ from edge_mer.bench.host import host_info
 from edge_mer.bench.pipeline import bench_pipeline
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.bundle.loader import Bundle
+from edge_mer.bundle.precision import resolve_precision
 from edge_mer.config import require, to_dict
 from edge_mer.errors import ConfigError
-from edge_mer.pipeline.assembly import resolve_precision
+from edge_mer.names import PRECISIONS, PrecisionChoice
 from edge_mer.pipeline.config import FaceConfig, RunConfig
-from edge_mer.pipeline.session_run import demo_session_path
 from edge_mer.preprocess.face_detect import FaceDetectorOptions
+from edge_mer.sessions.format import demo_session_path
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "fp16", "int8")
-
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -50,8 +48,8 @@ class BenchConfig:
 
     bundle: Path | None = None
     backend: BackendOptions = field(default_factory=BackendOptions)
-    precisions: tuple[str, ...] = ()
-    precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
+    precisions: tuple[str, ...] = ()  # checked against PRECISIONS below, naming the bad one
+    precision: PrecisionChoice = "auto"
     iterations: int = 200
     warmup: int = 20
     batch: int = 8

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_mer.backends.base import ModelFile, ModelRef
-from edge_mer.bundle.schema import MODALITIES, EncoderSpec, FileEntry, Manifest, TensorInfo, _PARAMS_BY_MODALITY
+from edge_mer.bundle.schema import _PARAMS_BY_MODALITY, EncoderSpec, FileEntry, FusionHead, Manifest, TensorInfo
+from edge_mer.names import MODALITIES
 from edge_mer.config import from_dict
 from edge_mer.errors import BundleError, ConfigError, IntegrityError
 
@@ -101,6 +102,10 @@ def _check_tensors(where: str, declared: tuple[TensorInfo, ...], actual: list[Te
                                   f"{w!r} in the manifest")
 
 
+#: The model name of a fusion head's :class:`ModelRef` (engine caches and logs show it).
+HEAD_MODEL_NAME = "fusion_head"
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A validated bundle on disk."""
@@ -120,11 +125,17 @@ class Bundle:
 
     def model_ref(self, name: str, precision: str = "fp32") -> ModelRef:
         """What a backend needs to run encoder ``name`` at ``precision``."""
-        spec = self.encoder(name)
-        if precision not in spec.models:
-            have = ", ".join(spec.models)
-            raise BundleError(f"encoder {name!r} has no {precision} model in bundle {self.manifest.name} (has: {have})")
-        files = {p: ModelFile(self.path(f), f.sha256) for p, f in spec.models.items()}
+        return self._ref(name, f"encoder {name!r}", self.encoder(name).models, precision)
+
+    def head_ref(self, head: FusionHead, precision: str = "fp32") -> ModelRef:
+        """What a backend needs to run the fusion ``head`` at ``precision``."""
+        return self._ref(HEAD_MODEL_NAME, "fusion head", head.models, precision)
+
+    def _ref(self, name: str, what: str, models: dict[str, FileEntry], precision: str) -> ModelRef:
+        if precision not in models:
+            raise BundleError(f"{what} has no {precision} model in bundle {self.manifest.name} "
+                              f"(has: {', '.join(models)})")
+        files = {p: ModelFile(self.path(f), f.sha256) for p, f in models.items()}
         return ModelRef(name=name, precision=precision, files=files)
 
     def summary(self) -> str:

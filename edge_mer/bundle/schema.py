@@ -14,19 +14,16 @@ import numpy as np
 
 from edge_mer.bundle.labels import CANONICAL_LABELS
 from edge_mer.config import require
+from edge_mer.names import PRECISIONS, Modality
 from edge_mer.preprocess.audio import AudioParams
 from edge_mer.preprocess.eeg import EegParams
 from edge_mer.preprocess.face import FaceParams
 
 FORMAT = "edge-mer-bundle/1"
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-MODALITIES: tuple[str, ...] = ("face", "speech", "eeg")
 _PARAMS_BY_MODALITY = {"face": FaceParams, "speech": AudioParams, "eeg": EegParams}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 
-Modality = Literal["face", "speech", "eeg"]
-Precision = Literal["fp32", "fp16", "int8"]
 OutputKind = Literal["probs", "logits", "valence_arousal", "embedding"]
 
 
@@ -115,6 +112,16 @@ class PrecisionReport:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def _check_precisions(models: dict[str, FileEntry], reports: dict[str, PrecisionReport]) -> None:
+    for precision, report in reports.items():
+        require(precision in PRECISIONS, f"precisions.{precision}: must be one of {', '.join(PRECISIONS)}")
+        require(report.passed == (precision in models),
+                f"precisions.{precision}: passed={report.passed} but the model file is "
+                f"{'present' if precision in models else 'absent'}")
+    for precision in models:
+        require(precision in PRECISIONS, f"models.{precision}: precision must be one of {', '.join(PRECISIONS)}")
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """One modality encoder: files per precision, tensors, preprocessing, labels, provenance."""
@@ -132,13 +139,7 @@ class EncoderSpec:
 
     def __post_init__(self) -> None:
         require("fp32" in self.models, "models needs an fp32 entry (other precisions are optional)")
-        for precision, report in self.precisions.items():
-            require(precision in PRECISIONS, f"precisions.{precision}: must be one of {', '.join(PRECISIONS)}")
-            require(report.passed == (precision in self.models),
-                    f"precisions.{precision}: passed={report.passed} but the model file is "
-                    f"{'present' if precision in self.models else 'absent'}")
-        for precision in self.models:
-            require(precision in PRECISIONS, f"models.{precision}: precision must be one of {', '.join(PRECISIONS)}")
+        _check_precisions(self.models, self.precisions)
         expected = _PARAMS_BY_MODALITY[self.modality]
         require(isinstance(self.preprocessing, expected),
                 f"preprocessing for modality {self.modality} must be {expected.__name__} fields")
@@ -182,16 +183,20 @@ class FusionHead:
     models: dict[str, FileEntry]
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
+    #: Export gate results per precision, as for encoders (``auto`` precision reads them).
+    precisions: dict[str, PrecisionReport] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require("fp32" in self.models, "fusion head models needs an fp32 entry")
+        _check_precisions(self.models, self.precisions)
 
 
 @dataclass(frozen=True)
 class FusionSpec:
     """How the daemon fuses encoder results: the rule, per-encoder weights, smoothing."""
 
-    rule: Literal["weighted_mean", "log_linear", "learned"] = "weighted_mean"
+    #: A name in :data:`edge_mer.fusion.registry.RULES`, checked when the fusion is built (and by ``info --bundle``).
+    rule: str = "weighted_mean"
     weights: dict[str, float] = field(default_factory=dict)
     smoothing_half_life_s: float = 1.0
     head: FusionHead | None = None
@@ -202,7 +207,7 @@ class FusionSpec:
             require(w >= 0.0, f"weights.{name} must be >= 0, got {w}")
         require(self.smoothing_half_life_s >= 0.0,
                 f"smoothing_half_life_s must be >= 0, got {self.smoothing_half_life_s}")
-        require(self.rule != "learned" or self.head is not None, "rule 'learned' needs a head")
+        require(bool(self.rule), "rule must name a fusion rule")
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,22 @@ import logging
 import os
 import sys
 
+from edge_mer.backends.registry import BACKENDS
 from edge_mer.bench.report import render_markdown, render_text
 from edge_mer.bench.run import BenchConfig, run_bench
 from edge_mer.cli.flags import Flag, add_flags, config_from_flags
 from edge_mer.errors import EdgeMerError
+from edge_mer.names import AUTO, PRECISIONS
+from edge_mer.preprocess.face_detect import DETECTORS
 
 log = logging.getLogger(__name__)
 
 FLAGS: tuple[Flag, ...] = (
     ("--bundle", "bundle", str, "model bundle directory (default: the bundle shipped in the package)"),
-    ("--backend", "backend.name", str, "auto, onnxruntime or tensorrt"),
+    ("--backend", "backend.name", str, f"auto or one of {', '.join(BACKENDS)}"),
     ("--threads", "backend.onnxruntime.intra_op_threads", int, "ONNX Runtime intra-op threads (default 1; 0 = its own choice)"),
-    ("--precisions", "precisions", "list", "encoder sweep: comma-separated fp32,fp16,int8 (default: all passed)"),
-    ("--precision", "precision", str, "pipeline and face path precision: auto, fp32, fp16 or int8"),
+    ("--precisions", "precisions", "list", f"encoder sweep: comma-separated {','.join(PRECISIONS)} (default: all passed)"),
+    ("--precision", "precision", str, f"pipeline and face path precision: {AUTO} or one of {', '.join(PRECISIONS)}"),
     ("--iterations", "iterations", int, "timed encoder calls at batch 1 (a quarter of them at the larger batch)"),
     ("--warmup", "warmup", int, "untimed encoder calls first"),
     ("--batch", "batch", int, "the larger batch size (default 8)"),
@@ -33,7 +36,7 @@ FLAGS: tuple[Flag, ...] = (
     ("--warmup-s", "warmup_s", float, "seconds at the start of the replay left out of the statistics"),
     ("--face-video", "face_video", str, "video for the face path (default: the session's video)"),
     ("--face-frames", "face_frames", int, "frames of it to use (0 = all)"),
-    ("--face-detector", "face_detector.kind", str, "haar or yunet"),
+    ("--face-detector", "face_detector.kind", str, f"one of {', '.join(DETECTORS)}"),
     ("--face-detector-model", "face_detector.model_path", str, "YuNet .onnx file"),
     ("--detect-width", "face_detector.detect_width", int, "full-frame detection width (0 = full size)"),
     ("--no-tracking", "face_detector.track", "no", "detect in the whole frame every frame"),

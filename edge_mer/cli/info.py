@@ -19,6 +19,7 @@ from typing import Any
 from edge_mer import __version__
 from edge_mer.backends.registry import availability
 from edge_mer.bundle import default_bundle_path, load_bundle
+from edge_mer.fusion.registry import rule_class
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ def _print_text(info: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.bundle is not None:
         bundle = load_bundle(args.bundle)
+        rule_class(bundle.manifest.fusion.rule)  # the manifest names a known rule (the loader cannot see fusion)
         if args.json:
             print(json.dumps({"bundle": str(bundle.root), "valid": True, "summary": bundle.summary()}))
         else:

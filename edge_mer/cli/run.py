@@ -14,10 +14,14 @@ import threading
 import time
 from typing import Any
 
+from edge_mer.backends.registry import BACKENDS
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.cli.flags import Flag, add_flags, config_from_flags
+from edge_mer.fusion.registry import RULE_NAMES
+from edge_mer.names import AUTO, PRECISIONS
 from edge_mer.pipeline.config import RunConfig
 from edge_mer.pipeline.session_run import build_daemon
+from edge_mer.preprocess.face_detect import DETECTORS
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +29,13 @@ FLAGS: tuple[Flag, ...] = (
     ("--rate-hz", "rate_hz", float, "decisions per second (default 2)"),
     ("--no-align-ticks", "align_ticks", "no", "tick on the timer alone, not right after the next sensor chunk"),
     ("--numpy-threads", "numpy_threads", int, "BLAS threads for preprocessing (default 1; 0 = library default)"),
-    ("--precision", "precision", str, "fp32, fp16, int8 or auto for every encoder"),
+    ("--precision", "precision", str, f"{', '.join(PRECISIONS)} or {AUTO} for every encoder"),
     ("--bundle", "bundle", str, "model bundle directory (default: the bundle shipped in the package)"),
     ("--duration-s", "duration_s", float, "stop after this many seconds (0 = until stopped)"),
     ("--replay", "replay", str, "replay this session directory instead of reading sensors"),
     ("--fast", "fast", "flag", "with --replay: as fast as possible, decisions on the session clock, then exit"),
     ("--record", "record", str, "record the sensors into this new session directory (opt-in; off by default)"),
-    ("--backend", "backend.name", str, "auto, onnxruntime or tensorrt"),
+    ("--backend", "backend.name", str, f"auto or one of {', '.join(BACKENDS)}"),
     ("--threads", "backend.onnxruntime.intra_op_threads", int, "ONNX Runtime intra-op threads (default 1; 0 = its own choice)"),
     ("--jsonl", "outputs.jsonl", str, "decisions as JSON lines: - (stdout), a file, or '' (off)"),
     ("--http", "outputs.http.enabled", "flag", "serve /healthz /metrics /state and the /ws WebSocket"),
@@ -42,13 +46,13 @@ FLAGS: tuple[Flag, ...] = (
     ("--no-speech", "speech.enabled", "no", "disable the speech modality"),
     ("--no-eeg", "eeg.enabled", "no", "disable the EEG modality"),
     ("--camera", "face.camera.device", str, "camera index, video file, RTSP URL or GStreamer pipeline"),
-    ("--face-detector", "face.detector.kind", str, "haar or yunet"),
+    ("--face-detector", "face.detector.kind", str, f"one of {', '.join(DETECTORS)}"),
     ("--face-detector-model", "face.detector.model_path", str, "YuNet .onnx file"),
     ("--microphone", "speech.microphone.device", str, "input device index or name substring"),
     ("--audio-file", "speech.microphone.file", str, "read speech from this WAV file instead of a microphone"),
     ("--board", "eeg.board.board", str, "BrainFlow board name or id (default SYNTHETIC_BOARD)"),
     ("--serial-port", "eeg.board.serial_port", str, "BrainFlow serial port (e.g. /dev/ttyUSB0 for a Cyton)"),
-    ("--fusion-rule", "fusion.rule", str, "weighted_mean, log_linear or learned"),
+    ("--fusion-rule", "fusion.rule", str, f"one of {', '.join(RULE_NAMES)}"),
 )
 
 

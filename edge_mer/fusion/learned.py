@@ -28,7 +28,7 @@ A manifest's head, for face and speech::
 
 Weights: the head's parameters are its weights, so positive fusion weights
 are ignored; an encoder of weight 0 (by the policy of
-:class:`~edge_mer.fusion.rules.FusionRule`) is masked out like an invalid one.
+:class:`~edge_mer.fusion.base.FusionRule`) is masked out like an invalid one.
 """
 from __future__ import annotations
 
@@ -36,17 +36,20 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
-from edge_mer.backends.base import ModelFile, ModelRef
 from edge_mer.backends.options import BackendOptions
-from edge_mer.backends.registry import create_backend
+from edge_mer.backends.registry import create_backend, resolve_backend_name
 from edge_mer.bundle.loader import Bundle
+from edge_mer.bundle.precision import resolve_precision
 from edge_mer.bundle.schema import FusionHead, TensorInfo
-from edge_mer.errors import BackendError, BundleError, InputError
-from edge_mer.fusion.rules import FusionRule, checked_probs
-from edge_mer.pipeline.results import ModalityResult
+from edge_mer.errors import BackendError, BundleError, ConfigError, InputError
+from edge_mer.fusion.base import FusionContext, FusionRule, checked_probs
+from edge_mer.names import AUTO
+from edge_mer.numeric import softmax
+from edge_mer.results import ModalityResult
 
 log = logging.getLogger(__name__)
 
@@ -115,41 +118,42 @@ def head_layout(bundle: Bundle, head: FusionHead) -> HeadLayout:
     return HeadLayout(encoders, mask, output)
 
 
-def head_model_ref(bundle: Bundle, head: FusionHead, precision: str = "fp32") -> ModelRef:
-    """What a backend needs to run ``head`` at ``precision``."""
-    if precision not in head.models:
-        raise BundleError(f"fusion head has no {precision} model in bundle {bundle.manifest.name} "
-                          f"(has: {', '.join(head.models)})")
-    files = {p: ModelFile(bundle.path(entry), entry.sha256) for p, entry in head.models.items()}
-    return ModelRef(name="fusion_head", precision=precision, files=files)
-
-
 class LearnedHead(FusionRule):
     """Fusion by the bundle's learned head; see the module docstring for its input convention.
 
     ``head`` defaults to the bundle's ``fusion.head``; ``precision`` ``auto``
-    means fp32, as for encoders. The backend session is created and loaded
-    here, so a head that does not fit the convention or cannot load fails at
-    construction. Call :meth:`close` (or use ``with``) to release it.
+    is resolved from the head's gate results exactly as for encoders
+    (:func:`~edge_mer.bundle.precision.resolve_precision`). The backend session
+    is created and loaded here, so a head that does not fit the convention or
+    cannot load fails at construction. Call :meth:`close` (or use ``with``) to release it.
     """
 
     name = "learned"
 
-    def __init__(self, bundle: Bundle, head: FusionHead | None = None, precision: str = "fp32",
+    def __init__(self, bundle: Bundle, head: FusionHead | None = None, precision: str = AUTO,
                  backend_options: BackendOptions | None = None) -> None:
         super().__init__()
         head = head if head is not None else bundle.manifest.fusion.head
         if head is None:
             raise BundleError(f"bundle {bundle.manifest.name} has no fusion head")
         self.layout = head_layout(bundle, head)
-        precision = "fp32" if precision == "auto" else precision
-        self._backend = create_backend(head_model_ref(bundle, head, precision), backend_options).load()
+        options = backend_options or BackendOptions()
+        self.precision = resolve_precision("fusion_head", head, precision, resolve_backend_name(options.name))
+        self._backend = create_backend(bundle.head_ref(head, self.precision), backend_options).load()
         declared = sorted(t.name for t in head.inputs)
         actual = sorted(s.name for s in self._backend.input_specs)
         if actual != declared:
             self._backend.close()
             raise BundleError(f"fusion head model has inputs {actual}, the manifest declares {declared}")
         self._inputs = {t.name: t for t in self.layout.encoders}
+
+    @classmethod
+    def build(cls, context: FusionContext, **options: Any) -> LearnedHead:
+        if context.bundle is None:
+            raise ConfigError("fusion rule 'learned' needs the bundle that holds its head")
+        if options:
+            raise ConfigError(f"fusion rule 'learned' takes no options, got {', '.join(sorted(options))}")
+        return cls(context.bundle, None, context.precision, context.backend_options)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -193,7 +197,7 @@ class LearnedHead(FusionRule):
         if not np.isfinite(vector).all():
             raise BackendError(f"fusion head returned NaN or Inf: {vector.tolist()}")
         if self.layout.output.kind == "logits":
-            vector = np.exp(vector - vector.max())
+            vector = softmax(vector)
         if (vector < 0).any() or vector.sum() <= 0:
             raise BackendError(f"fusion head output is not a distribution: {vector.tolist()}")
         return [float(p) for p in vector / vector.sum()]

@@ -1,17 +1,8 @@
-"""Late fusion rules: per-encoder probability distributions in, one distribution out.
+"""Late fusion rules that combine per-encoder distributions label by label.
 
-A rule takes one tick's :class:`~edge_mer.pipeline.results.ModalityResult`
-list and the per-encoder weights and returns ``{label: p}`` summing to 1, or
-None when no valid result has a positive weight.
-
-Weights
-    Keyed by *encoder name* (``face``, ``speech``, ``eeg_cyton``...), each
-    >= 0. An empty mapping means every encoder weighs 1.0. A non-empty
-    mapping is taken as complete: an encoder it does not name weighs 0 (left
-    out), and the rule logs one warning per such encoder name. Invalid
-    results and results of weight 0 are left out, and the remaining weights
-    are renormalised to sum to 1, so one contributing encoder yields its own
-    distribution under either rule.
+The weight policy is :meth:`edge_mer.fusion.base.FusionRule.resolve_weights`;
+the remaining weights are renormalised to sum to 1, so one contributing
+encoder yields its own distribution under either rule.
 
 The coverage rule
     Encoders have different label sets: in the default bundle face has the 7
@@ -51,56 +42,29 @@ The coverage rule
     exactly like a full-coverage encoder that outputs the uniform
     distribution over ``L``, whatever its label set.
 
-A new rule is one :class:`CombiningRule` subclass plus one :data:`RULES`
-entry; :func:`create_rule` also builds the learned head
-(:mod:`edge_mer.fusion.learned`), which needs a bundle.
+A new rule is one :class:`~edge_mer.fusion.base.FusionRule` subclass (a
+:class:`CombiningRule` for label-by-label arithmetic) plus one line in
+:data:`edge_mer.fusion.registry.RULES`.
 """
 from __future__ import annotations
 
 import abc
 import logging
-import math
-import numbers
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from edge_mer.bundle.labels import CANONICAL_LABELS
 from edge_mer.errors import ConfigError, InputError
-from edge_mer.pipeline.results import ModalityResult
-
-if TYPE_CHECKING:
-    from edge_mer.backends.options import BackendOptions
-    from edge_mer.bundle.loader import Bundle
+from edge_mer.fusion.base import FusionRule
+from edge_mer.results import ModalityResult
 
 log = logging.getLogger(__name__)
-
-#: A valid result's probabilities may miss 1 by this much (float32 encoders); they are renormalised.
-SUM_TOLERANCE = 1e-3
-
 
 def label_order(labels: set[str] | frozenset[str]) -> tuple[str, ...]:
     """Canonical labels in canonical order, then extra labels sorted by name."""
     extras = sorted(label for label in labels if label not in CANONICAL_LABELS)
     return tuple(label for label in CANONICAL_LABELS if label in labels) + tuple(extras)
-
-
-def checked_probs(result: ModalityResult) -> dict[str, float]:
-    """A valid result's probabilities, renormalised to sum to exactly 1.
-
-    Raises :class:`InputError` when they are empty, negative, not finite or
-    do not sum to 1 within :data:`SUM_TOLERANCE` (logits passed as probabilities).
-    """
-    values = np.array(list(result.probs.values()), dtype=np.float64)
-    if values.size == 0:
-        raise InputError(f"encoder {result.encoder!r}: a valid result needs probabilities, got none")
-    if not np.isfinite(values).all() or (values < 0).any():
-        raise InputError(f"encoder {result.encoder!r}: probabilities must be finite and >= 0, got {result.probs}")
-    total = float(values.sum())
-    if abs(total - 1.0) > SUM_TOLERANCE:
-        raise InputError(f"encoder {result.encoder!r}: probabilities sum to {total:.6g}, expected 1")
-    return {label: float(p) / total for label, p in result.probs.items()}
 
 
 def extend_to_labels(probs: Mapping[str, float], labels: Sequence[str]) -> np.ndarray:
@@ -116,43 +80,6 @@ def extend_to_labels(probs: Mapping[str, float], labels: Sequence[str]) -> np.nd
     share = len(probs) / len(labels)
     uniform = 1.0 / len(labels)
     return np.array([probs[label] * share if label in probs else uniform for label in labels], dtype=np.float64)
-
-
-class FusionRule(abc.ABC):
-    """Combines one tick's modality results into one distribution over labels."""
-
-    name: ClassVar[str]
-
-    def __init__(self) -> None:
-        self._warned: set[str] = set()
-
-    @abc.abstractmethod
-    def fuse(self, results: Sequence[ModalityResult], weights: Mapping[str, float]) -> dict[str, float] | None:
-        """``{label: p}`` summing to 1, or None when no valid result has a positive weight."""
-
-    def close(self) -> None:
-        """Release what the rule holds (an inference session for the learned head)."""
-
-    def resolve_weights(self, results: Sequence[ModalityResult], weights: Mapping[str, float]) -> list[float]:
-        """Each result's raw weight by the policy in the module docstring (before renormalising)."""
-        for name, w in weights.items():
-            if not isinstance(w, numbers.Real) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
-                raise ConfigError(f"fusion weight for encoder {name!r} must be a finite number >= 0, got {w!r}")
-        if not weights:
-            return [1.0] * len(results)
-        out = []
-        for result in results:
-            if result.valid and result.encoder not in weights and result.encoder not in self._warned:
-                self._warned.add(result.encoder)
-                log.warning("fusion weights do not name encoder %r; it weighs 0 and is left out", result.encoder)
-            out.append(float(weights.get(result.encoder, 0.0)))
-        return out
-
-    def contributions(self, results: Sequence[ModalityResult],
-                      weights: Mapping[str, float]) -> list[tuple[ModalityResult, float, dict[str, float]]]:
-        """The valid results with positive weight, as (result, raw weight, checked probabilities)."""
-        raw = self.resolve_weights(results, weights)
-        return [(r, w, checked_probs(r)) for r, w in zip(results, raw) if r.valid and w > 0]
 
 
 class CombiningRule(FusionRule):
@@ -219,35 +146,3 @@ class LogLinear(CombiningRule):
         scores = weights @ np.log(np.maximum(probs, self.eps))
         # Subtracting the max keeps exp() in range; the caller's renormalisation undoes it.
         return np.exp(scores - scores.max())
-
-
-#: The rules that need nothing but their options, by the names FusionSpec.rule uses.
-RULES: dict[str, type[CombiningRule]] = {
-    "weighted_mean": WeightedMean,
-    "log_linear": LogLinear,
-}
-
-
-def create_rule(name: str, *, bundle: Bundle | None = None, precision: str = "fp32",
-                backend_options: BackendOptions | None = None, **options: Any) -> FusionRule:
-    """The rule registered as ``name``, built with ``options`` (``eps`` for ``log_linear``).
-
-    ``learned`` builds :class:`~edge_mer.fusion.learned.LearnedHead` from
-    ``bundle``'s fusion head at ``precision`` on a backend chosen by
-    ``backend_options``; the other rules ignore those three arguments.
-    """
-    if name == "learned":
-        if bundle is None:
-            raise ConfigError("fusion rule 'learned' needs the bundle that holds its head")
-        from edge_mer.fusion.learned import LearnedHead  # lazy: it imports this module
-
-        return LearnedHead(bundle, None, precision, backend_options)
-    try:
-        cls = RULES[name]
-    except KeyError:
-        known = ", ".join((*RULES, "learned"))
-        raise ConfigError(f"unknown fusion rule {name!r} (expected one of: {known})") from None
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        raise ConfigError(f"fusion rule {name!r}: {exc}") from None

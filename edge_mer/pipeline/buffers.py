@@ -16,7 +16,11 @@ from edge_mer.sources.base import Chunk
 
 
 class FrameBuffer:
-    """The newest video frames with their times (at most ``capacity`` frames)."""
+    """The newest video frames with their times (at most ``capacity`` frames).
+
+    Face frames are processed as they arrive (:class:`~edge_mer.pipeline.runners.FaceRunner`),
+    so only the newest frame's time is read back: it tells when the camera last delivered.
+    """
 
     def __init__(self, capacity: int = 64) -> None:
         if capacity < 1:
@@ -34,17 +38,6 @@ class FrameBuffer:
     def newest_t_ns(self) -> int | None:
         with self._lock:
             return self._frames[-1][0] if self._frames else None
-
-    def window(self, now_ns: int, window_s: float, max_frames: int) -> list[np.ndarray]:
-        """Frames with ``now - window < t <= now``, thinned evenly to ``max_frames`` (newest kept)."""
-        start = now_ns - int(window_s * 1e9)
-        with self._lock:
-            frames = [f for t, f in self._frames if start < t <= now_ns]
-        if len(frames) > max_frames:
-            # Even spacing from the newest frame backwards, so the latest expression always counts.
-            idx = np.linspace(len(frames) - 1, 0, max_frames).round().astype(int)[::-1]
-            frames = [frames[i] for i in idx]
-        return frames
 
 
 class SampleBuffer:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_mer.errors import EdgeMerError
+from edge_mer.names import HealthStatus, ReasonCode, SourceStatus
 from edge_mer.pipeline.runners import ModalityRunner
 from edge_mer.pipeline.scheduler import Scheduler
 from edge_mer.sinks.base import Sink
@@ -31,7 +32,7 @@ ChunkHook = Callable[[str, Chunk], None]
 class SourceState:
     """What /healthz shows about one source."""
 
-    state: str = "running"
+    state: SourceStatus = "running"
     error: str | None = None
     chunks: int = 0
     last_chunk_ns: int | None = None
@@ -88,7 +89,7 @@ def mark_failed(modality: str, state: SourceState, runner: ModalityRunner, exc: 
     """Record that a source failed, so health and decisions say why."""
     text = str(exc) if isinstance(exc, EdgeMerError) else f"{type(exc).__name__}: {exc}"
     state.state, state.error = "failed", text
-    runner.failure = f"sensor failed: {text}"
+    runner.failure = (ReasonCode.SENSOR_FAILED, f"sensor failed: {text}")
     log.error("%s source failed: %s", modality, text)
 
 
@@ -96,7 +97,7 @@ def mark_ended(modality: str, state: SourceState, runner: ModalityRunner) -> Non
     """Record that a source (a file, a replay) has no more data."""
     if state.state == "running":
         state.state = "ended"
-        runner.failure = "source ended"
+        runner.failure = (ReasonCode.SOURCE_ENDED, ReasonCode.SOURCE_ENDED.text)
         log.info("%s source ended", modality)
 
 
@@ -136,8 +137,8 @@ class Daemon:
 
     def health(self, now_ns: int) -> dict[str, Any]:
         sources = {m: s.to_json(now_ns) for m, s in self.states.items()}
-        ok = all(s.state == "running" for s in self.states.values())
-        return {"status": "ok" if ok else "degraded", "sources": sources, "decisions": self.scheduler.decisions,
+        status: HealthStatus = "ok" if all(s.state == "running" for s in self.states.values()) else "degraded"
+        return {"status": status, "sources": sources, "decisions": self.scheduler.decisions,
                 "uptime_s": round((now_ns - self.started_ns) / 1e9, 3)}
 
     def _emit(self, now_ns: int, t: float, fast: bool = False, due_ns: int | None = None) -> None:

@@ -18,23 +18,23 @@ import numpy as np
 
 from edge_mer.backends.base import Backend
 from edge_mer.bundle.labels import to_canonical
+from edge_mer.bundle.loader import Bundle
 from edge_mer.bundle.schema import EncoderSpec
+from edge_mer.errors import ConfigError
+from edge_mer.names import Modality, ReasonCode
+from edge_mer.numeric import softmax
 from edge_mer.pipeline.buffers import FrameBuffer, SampleBuffer
-from edge_mer.pipeline.results import ModalityResult
+from edge_mer.pipeline.config import RunConfig
 from edge_mer.preprocess.audio import AudioPreprocessor
 from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.eeg import EegParams, EegPreprocessor
 from edge_mer.preprocess.face import FacePreprocessor
-from edge_mer.preprocess.face_detect import FaceDetector
-from edge_mer.sources.base import Chunk
+from edge_mer.preprocess.face_detect import FaceDetector, create_detector
+from edge_mer.results import ModalityResult
+from edge_mer.sources.base import Chunk, StreamInfo
 from edge_mer.timing import StageTimes
 
 log = logging.getLogger(__name__)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _batch_of_one(features: np.ndarray | Invalid) -> np.ndarray | Invalid:
@@ -46,10 +46,24 @@ class ModalityRunner:
     """Runs one encoder on the newest window of one modality's buffer.
 
     Stage times go to ``timings``: the encoder as ``encoder.<name>``, the
-    preprocessing under the modality's own stage names.
+    preprocessing under the modality's own stage names. Each subclass says
+    which encoder a run uses (:meth:`encoder_name`) and builds itself from the
+    run configuration (:meth:`from_config`), so a new modality is one runner
+    class plus one line in :data:`RUNNERS`.
     """
 
-    modality: str
+    modality: Modality
+
+    @classmethod
+    def encoder_name(cls, bundle: Bundle, config: RunConfig, info: StreamInfo) -> str:
+        """The bundle encoder this modality runs: the one its configuration names."""
+        return config.modality(cls.modality).encoder
+
+    @classmethod
+    def from_config(cls, name: str, spec: EncoderSpec, backend: Backend, config: RunConfig, info: StreamInfo,
+                    timings: StageTimes | None = None) -> ModalityRunner:
+        """The runner for encoder ``name`` on the opened source described by ``info``."""
+        raise NotImplementedError
 
     def __init__(self, name: str, spec: EncoderSpec, backend: Backend, window_s: float, stale_s: float,
                  timings: StageTimes | None = None) -> None:
@@ -59,7 +73,8 @@ class ModalityRunner:
         self.window_s = window_s
         self.stale_s = stale_s
         self.timings = timings if timings is not None else StageTimes()
-        self.failure: str | None = None  # set by the daemon when the source has failed or ended
+        #: (code, reason) set by the daemon when the source has failed or ended.
+        self.failure: tuple[ReasonCode, str] | None = None
         out = spec.class_output
         if out is None:
             raise ValueError(f"encoder {name} has no probs/logits output")  # bundle validation prevents this
@@ -86,24 +101,26 @@ class ModalityRunner:
         started = time.perf_counter_ns()
         outputs = self.backend.infer({self._input_name: batch})[self._output.name]
         self.timings.add(f"encoder.{self.name}", (time.perf_counter_ns() - started) / 1e6)
-        probs = _softmax(outputs) if self._output.kind == "logits" else outputs
+        probs = softmax(outputs) if self._output.kind == "logits" else outputs
         return np.asarray(probs, dtype=np.float64)
 
     def run(self, now_ns: int) -> ModalityResult:
         """One result for the tick at ``now_ns`` (daemon clock)."""
         started = time.perf_counter()
         if self.failure is not None:
-            return ModalityResult.invalid(self.modality, self.name, self.failure)
+            code, reason = self.failure
+            return ModalityResult.invalid(self.modality, self.name, code, reason)
         newest = self.buffer.newest_t_ns
         if newest is None:
-            return ModalityResult.invalid(self.modality, self.name, "no data yet")
+            return ModalityResult.invalid(self.modality, self.name, ReasonCode.NO_DATA)
         if (now_ns - newest) / 1e9 > self.stale_s:
-            return ModalityResult.invalid(self.modality, self.name,
+            return ModalityResult.invalid(self.modality, self.name, ReasonCode.STALE,
                                           f"stale: newest data {((now_ns - newest) / 1e9):.1f} s old")
         evidence, newest = self._evidence(now_ns, newest)
         latency_ms = (time.perf_counter() - started) * 1e3
         if isinstance(evidence, Invalid):
-            return ModalityResult.invalid(self.modality, self.name, evidence.reason, latency_ms, newest)
+            return ModalityResult.invalid(self.modality, self.name, evidence.code, evidence.reason, latency_ms,
+                                          newest)
         mean = evidence.mean(axis=0)  # several face crops: average their evidence
         canonical = to_canonical(mean / mean.sum(), self.spec.labels, self.spec.label_map)
         return ModalityResult(self.modality, self.name, True, None, canonical, latency_ms, newest)
@@ -121,6 +138,13 @@ class FaceRunner(ModalityRunner):
     """
 
     modality = "face"
+
+    @classmethod
+    def from_config(cls, name: str, spec: EncoderSpec, backend: Backend, config: RunConfig, info: StreamInfo,
+                    timings: StageTimes | None = None) -> FaceRunner:
+        c = config.face
+        return cls(name, spec, backend, create_detector(c.detector), c.window_s, c.stale_s, c.max_frames,
+                   timings=timings)
 
     def __init__(self, name: str, spec: EncoderSpec, backend: Backend, detector: FaceDetector,
                  window_s: float, stale_s: float, max_frames: int, capacity: int = 2,
@@ -142,11 +166,11 @@ class FaceRunner(ModalityRunner):
         self._last_ns = chunk.t_ns
         try:
             box = self.preprocessor.find(chunk.data)
-            result = Invalid("no face") if box is None else \
+            result = Invalid(ReasonCode.NO_FACE) if box is None else \
                 self._infer(self.preprocessor.prepare([chunk.data], [box]))[0]
         except Exception as exc:  # noqa: BLE001 - one bad frame (cv2.error included) costs that frame, not the camera
             log.warning("%s: frame at %d ns failed: %s: %s", self.name, chunk.t_ns, type(exc).__name__, exc)
-            result = Invalid(f"error: {exc}")
+            result = Invalid(ReasonCode.MODEL_ERROR, f"error: {exc}")
         with self._lock:
             self._results.append((chunk.t_ns, result))
 
@@ -155,7 +179,7 @@ class FaceRunner(ModalityRunner):
         with self._lock:
             inside = [(t, r) for t, r in self._results if start < t <= now_ns]
         if not inside:
-            return Invalid("no frames"), newest_ns
+            return Invalid(ReasonCode.NO_FRAMES), newest_ns
         # The spacing's slack can let one frame more than max_frames into a window: keep the newest.
         rows = [r for _, r in inside if not isinstance(r, Invalid)][-self.max_frames:]
         evidence = np.stack(rows) if rows else inside[-1][1]
@@ -167,6 +191,11 @@ class SpeechRunner(ModalityRunner):
 
     modality = "speech"
 
+    @classmethod
+    def from_config(cls, name: str, spec: EncoderSpec, backend: Backend, config: RunConfig, info: StreamInfo,
+                    timings: StageTimes | None = None) -> SpeechRunner:
+        return cls(name, spec, backend, info.rate, config.speech.window_s, config.speech.stale_s, timings=timings)
+
     def __init__(self, name: str, spec: EncoderSpec, backend: Backend, rate: float,
                  window_s: float, stale_s: float, capacity_s: float = 10.0, timings: StageTimes | None = None) -> None:
         super().__init__(name, spec, backend, window_s, stale_s, timings)
@@ -177,7 +206,7 @@ class SpeechRunner(ModalityRunner):
     def _features(self, now_ns: int) -> np.ndarray | Invalid:
         window = self.buffer.window(self.window_s)
         if window is None:
-            return Invalid("filling: less than one window of audio")
+            return Invalid(ReasonCode.FILLING, "filling: less than one window of audio")
         with self.timings.time("speech.logmel"):
             return _batch_of_one(self.preprocessor.process(window[0].astype(np.float32), self.rate))
 
@@ -191,6 +220,18 @@ class EegRunner(ModalityRunner):
     """
 
     modality = "eeg"
+
+    @classmethod
+    def encoder_name(cls, bundle: Bundle, config: RunConfig, info: StreamInfo) -> str:
+        """The configured EEG encoder, or for ``auto`` the one with the most channels the board has."""
+        return choose_eeg_encoder(bundle, info.channel_names, config.eeg.encoder)
+
+    @classmethod
+    def from_config(cls, name: str, spec: EncoderSpec, backend: Backend, config: RunConfig, info: StreamInfo,
+                    timings: StageTimes | None = None) -> EegRunner:
+        c = config.eeg
+        return cls(name, spec, backend, info.rate, info.channel_names, c.window_s, c.stale_s, c.notch_hz,
+                   c.max_abs_uv, timings=timings, hop_s=c.hop_s)
 
     def __init__(self, name: str, spec: EncoderSpec, backend: Backend, rate: float, channel_names: tuple[str, ...],
                  window_s: float | None, stale_s: float, notch_hz: float | None, max_abs_uv: float | None,
@@ -223,7 +264,28 @@ class EegRunner(ModalityRunner):
     def _features(self, now_ns: int) -> np.ndarray | Invalid:
         window = self.buffer.window(self.window_s)
         if window is None:
-            return Invalid("filling: less than one window of EEG")
+            return Invalid(ReasonCode.FILLING, "filling: less than one window of EEG")
         with self.timings.time("eeg.features"):
             return _batch_of_one(self.preprocessor.process(window, self.channel_names, self.rate))
 
+
+def choose_eeg_encoder(bundle: Bundle, channel_names: tuple[str, ...], requested: str) -> str:
+    """``requested``, or for ``auto`` the bundle's EEG encoder with the most channels the board has."""
+    have = {n.lower() for n in channel_names}
+    if requested != "auto":
+        bundle.encoder(requested)
+        return requested
+    fitting = [(len(spec.preprocessing.channels), name) for name, spec in bundle.manifest.encoders.items()
+               if spec.modality == "eeg" and all(c.lower() in have for c in spec.preprocessing.channels)]
+    if not fitting:
+        raise ConfigError(f"no EEG encoder in bundle {bundle.manifest.name} fits this board's channels "
+                          f"({' '.join(channel_names)}); set eeg.encoder or use a board with its montage")
+    return max(fitting)[1]
+
+
+#: Modality -> its runner class.
+RUNNERS: dict[Modality, type[ModalityRunner]] = {
+    FaceRunner.modality: FaceRunner,
+    SpeechRunner.modality: SpeechRunner,
+    EegRunner.modality: EegRunner,
+}

@@ -4,31 +4,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from edge_mer.bundle.labels import CANONICAL_LABELS
 from edge_mer.bundle.schema import AffectSpace
 from edge_mer.errors import EdgeMerError
 from edge_mer.fusion.affect import valence_arousal
-from edge_mer.fusion.rules import FusionRule
+from edge_mer.fusion.base import FusionRule
 from edge_mer.fusion.smoothing import EmaSmoother
-from edge_mer.pipeline.results import ModalityResult
+from edge_mer.names import NO_EVIDENCE, ReasonCode
 from edge_mer.pipeline.runners import ModalityRunner
+from edge_mer.results import Decision, ModalityResult
 from edge_mer.timing import StageTimes
 
 log = logging.getLogger(__name__)
 
-#: The decision's label while no modality gives evidence (probabilities are then uniform).
-NO_EVIDENCE = "unknown"
-
-
-def results_valid(results: Sequence[ModalityResult], modality: str) -> bool:
-    """Whether ``modality``'s result among ``results`` is valid."""
-    return any(r.valid for r in results if r.modality == modality)
-
-
 class Scheduler:
-    """Turns the buffers' newest windows into decisions (JSON-ready dicts of the decision format)."""
+    """Turns the buffers' newest windows into :class:`~edge_mer.results.Decision` objects."""
 
     def __init__(self, runners: Sequence[ModalityRunner], rule: FusionRule, weights: Mapping[str, float],
                  smoother: EmaSmoother, affect: AffectSpace, failures: Mapping[str, str] | None = None,
@@ -54,16 +45,18 @@ class Scheduler:
         except EdgeMerError as exc:
             # A bad window or a backend hiccup costs this modality one decision, not the daemon.
             log.warning("%s: %s", runner.name, exc)
-            return ModalityResult.invalid(runner.modality, runner.name, f"error: {exc}")
+            return ModalityResult.invalid(runner.modality, runner.name, ReasonCode.MODEL_ERROR, f"error: {exc}")
         except (ValueError, RuntimeError, FloatingPointError) as exc:
             log.exception("%s: unexpected failure on this window", runner.name)
-            return ModalityResult.invalid(runner.modality, runner.name, f"error: {type(exc).__name__}: {exc}")
+            return ModalityResult.invalid(runner.modality, runner.name, ReasonCode.MODEL_ERROR,
+                                          f"error: {type(exc).__name__}: {exc}")
 
-    def tick(self, now_ns: int, t: float) -> dict[str, Any]:
+    def tick(self, now_ns: int, t: float) -> Decision:
         """The decision for the windows ending at ``now_ns`` (daemon clock), stamped ``t`` seconds."""
         started = time.perf_counter()
         results = [self._run(r, now_ns) for r in self.runners]
-        results += [ModalityResult.invalid(m, m, f"sensor failed: {e}") for m, e in self.failures.items()]
+        results += [ModalityResult.invalid(m, m, ReasonCode.SENSOR_FAILED, f"sensor failed: {e}")
+                    for m, e in self.failures.items()]
         with self.timings.time("fusion"):
             fused = self.rule.fuse(results, self.weights)
             probs = self.smoother.update(fused, t)
@@ -75,15 +68,8 @@ class Scheduler:
             valence, arousal = valence_arousal(probs, self.affect)
         self.decisions += 1
         self.examined_t_ns = {r.modality: r.newest_t_ns for r in results if r.newest_t_ns is not None}
-        self.evidence_t_ns = {m: t for m, t in self.examined_t_ns.items() if results_valid(results, m)}
+        valid = {r.modality for r in results if r.valid}
+        self.evidence_t_ns = {m: t for m, t in self.examined_t_ns.items() if m in valid}
         latency_ms = (time.perf_counter() - started) * 1e3
         self.timings.add("tick", latency_ms)
-        return {
-            "t": round(t, 6),
-            "label": label or max(probs, key=probs.get),
-            "probs": {k: round(v, 6) for k, v in probs.items()},
-            "valence": round(valence, 6),
-            "arousal": round(arousal, 6),
-            "modalities": {r.modality: r.to_json() for r in results},
-            "latency_ms": round(latency_ms, 3),
-        }
+        return Decision(t, label or max(probs, key=probs.get), probs, valence, arousal, tuple(results), latency_ms)

@@ -15,15 +15,11 @@ from edge_mer.pipeline.assembly import build_fusion, build_runner, live_sources
 from edge_mer.pipeline.config import RunConfig
 from edge_mer.pipeline.daemon import Daemon, SourceState
 from edge_mer.pipeline.scheduler import Scheduler
+from edge_mer.sessions.format import demo_session_path
 from edge_mer.sources.base import Chunk, Source
 from edge_mer.timing import StageTimes
 
 log = logging.getLogger(__name__)
-
-
-def demo_session_path() -> Path:
-    """The short demo session shipped in the package (replayed when no camera or microphone is found)."""
-    return Path(__file__).resolve().parent.parent / "assets" / "demo_session"
 
 
 @dataclass
@@ -40,10 +36,6 @@ class Run:
             self.daemon.run_live(stop)
 
 
-def _enabled(config: RunConfig) -> set[str]:
-    return {m for m, c in (("face", config.face), ("speech", config.speech), ("eeg", config.eeg)) if c.enabled}
-
-
 def _replay(path: Path, config: RunConfig, fast: bool) -> tuple[dict[str, Source], int]:
     from edge_mer.sessions.format import load_session
     from edge_mer.sessions.replay import replay_sources
@@ -51,7 +43,7 @@ def _replay(path: Path, config: RunConfig, fast: bool) -> tuple[dict[str, Source
     # Real time: session t = 0 a little after now, so the first chunks are not already late.
     offset = 0 if fast else time.monotonic_ns() + 50_000_000
     sources = replay_sources(load_session(path), pace=not fast, clock_offset_ns=offset)
-    return {m: s for m, s in sources.items() if m in _enabled(config)}, offset
+    return {m: s for m, s in sources.items() if m in config.enabled}, offset
 
 
 def _open_all(sources: dict[str, Source], stack: contextlib.ExitStack) -> dict[str, str]:

@@ -37,6 +37,7 @@ from scipy import signal
 
 from edge_mer.config import require
 from edge_mer.errors import ConfigError, InputError
+from edge_mer.names import ReasonCode
 from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.resample import check_rate, resample
 
@@ -52,7 +53,6 @@ _GATE_FRAME_S = 0.025  # loudness gate: RMS over 25 ms frames ...
 _GATE_HOP_S = 0.010  # ... taken every 10 ms
 _F_SP, _MIN_LOG_HZ, _LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0  # Slaney mel scale
 _SILENCE = "silence"
-_TOO_SHORT = "too short"
 
 
 def _is_int(value: object) -> bool:
@@ -393,8 +393,8 @@ class AudioPreprocessor:
         x = resample(to_mono(samples), rate, params.sample_rate)
         if x.size < self._min_samples:
             log.debug("speech window too short: %d samples < %d", x.size, self._min_samples)
-            return Invalid(_TOO_SHORT)
+            return Invalid(ReasonCode.TOO_SHORT)
         reason = loudness_gate(x, params)
         if reason is not None:
-            return Invalid(reason)
+            return Invalid(ReasonCode.SILENCE, reason)
         return _features(x, params, self._kernels)

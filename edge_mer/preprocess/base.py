@@ -3,9 +3,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge_mer.names import ReasonCode
+
 
 @dataclass(frozen=True)
 class Invalid:
-    """A window that must not be classified, and why (e.g. ``"no face"``, ``"silence"``)."""
+    """A window that must not be classified: a :class:`ReasonCode` and text for people.
 
-    reason: str
+    ``reason`` defaults to the code's plain text (``"no face"``, ``"silence"``).
+    """
+
+    code: ReasonCode
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, ReasonCode):
+            raise TypeError(f"Invalid.code must be a ReasonCode, got {self.code!r}")  # a programming error
+        if not self.reason:
+            object.__setattr__(self, "reason", self.code.text)

@@ -27,6 +27,7 @@ from scipy import signal
 from edge_mer.config import require
 from edge_mer.errors import InputError
 from edge_mer.preprocess.eeg_window import TAPER_S, detrend_linear, taper  # noqa: F401 - public here too
+from edge_mer.names import ReasonCode
 from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.resample import resample, resample_ratio
 
@@ -366,11 +367,11 @@ class EegPreprocessor:
         if arr.shape[1] < n_src:
             log.debug("short EEG window: %d samples < %d (%g s at %g Hz)", arr.shape[1], n_src, p.window_s,
                       source_rate)
-            return Invalid("short window")
+            return Invalid(ReasonCode.SHORT_WINDOW)
         x = np.ascontiguousarray(arr[list(rows), arr.shape[1] - n_src:])
         bad = bad_channels(x, p, source_rate)
         if len(bad) > p.max_bad_channels:
-            return Invalid(_describe_bad(bad, p))
+            return Invalid(ReasonCode.BAD_CHANNELS, _describe_bad(bad, p))
         if bad:  # tolerated: fill with the mean of the good channels (needs no montage)
             log.debug("EEG channels replaced by the mean of the others: %s", bad)
             rows_bad = [i for i, _ in bad]

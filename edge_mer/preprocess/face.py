@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_mer.config import require
 from edge_mer.errors import InputError
+from edge_mer.names import ReasonCode
 from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.face_detect import FaceDetector
 from edge_mer.preprocess.face_track import FaceTracker
@@ -176,10 +177,10 @@ class FacePreprocessor:
         return batch
 
     def process(self, frames: Sequence[np.ndarray]) -> np.ndarray | Invalid:
-        """A float32 batch ``[faces, ...]`` for the encoder, or ``Invalid("no face")``."""
+        """A float32 batch ``[faces, ...]`` for the encoder, or ``Invalid(NO_FACE)``."""
         if len(frames) == 0:
-            return Invalid("no frames")
+            return Invalid(ReasonCode.NO_FRAMES)
         found = [(frame, box) for frame in frames if (box := self.find(frame)) is not None]
         if not found:
-            return Invalid("no face")
+            return Invalid(ReasonCode.NO_FACE)
         return self.prepare([f for f, _ in found], [b for _, b in found])

@@ -55,7 +55,8 @@ class FaceDetectorOptions:
     (so a second, larger face entering the view is picked up).
     """
 
-    kind: Literal["haar", "yunet"] = "haar"
+    #: A key of :data:`DETECTORS`.
+    kind: str = "haar"
     model_path: Path | None = None
     select: Literal["largest", "confident"] = "largest"
     score_threshold: float = 0.6
@@ -82,8 +83,9 @@ class FaceDetectorOptions:
                 f"track_face_px must be 0 (the detector's own) or >= min_size ({self.min_size}), "
                 f"got {self.track_face_px}")
         require(0.1 <= self.track_margin <= 2.0, f"track_margin must be in 0.1..2, got {self.track_margin}")
-        require(self.kind != "yunet" or self.model_path is not None,
-                "model_path is required for the yunet detector (a YuNet .onnx file, e.g. face_detection_yunet_2023mar.onnx)")
+        require(self.kind in DETECTORS, f"kind: expected one of {', '.join(map(repr, DETECTORS))}, got {self.kind!r}")
+        require(not DETECTORS[self.kind].needs_model or self.model_path is not None,
+                f"model_path is required for the {self.kind} detector ({DETECTORS[self.kind].model_hint})")
 
 
 class FaceDetector(abc.ABC):
@@ -92,6 +94,9 @@ class FaceDetector(abc.ABC):
     kind: ClassVar[str]
     #: Face size (pixels) the tracker scales its search region to, unless the options set one.
     track_face_px: ClassVar[int]
+    #: Whether ``FaceDetectorOptions.model_path`` must name a model file, and what file.
+    needs_model: ClassVar[bool] = False
+    model_hint: ClassVar[str] = ""
 
     def __init__(self, options: FaceDetectorOptions) -> None:
         self.options = options
@@ -188,6 +193,8 @@ class YuNetDetector(FaceDetector):
 
     kind = "yunet"
     track_face_px = 40
+    needs_model = True
+    model_hint = "a YuNet .onnx file, e.g. face_detection_yunet_2023mar.onnx"
 
     def __init__(self, options: FaceDetectorOptions) -> None:
         super().__init__(options)
@@ -217,7 +224,11 @@ class YuNetDetector(FaceDetector):
         return out
 
 
-DETECTORS: dict[str, type[FaceDetector]] = {"haar": HaarDetector, "yunet": YuNetDetector}
+#: Detector kind (``face.detector.kind``) -> class. A new detector is a :class:`FaceDetector` plus one line here.
+DETECTORS: dict[str, type[FaceDetector]] = {
+    HaarDetector.kind: HaarDetector,
+    YuNetDetector.kind: YuNetDetector,
+}
 
 
 def create_detector(options: FaceDetectorOptions | None = None) -> FaceDetector:

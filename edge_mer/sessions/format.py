@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_mer.errors import ConfigError
+from edge_mer.numeric import is_number_text
 
 FORMAT = "edge-mer-session/1"
 SESSION_JSON = "session.json"
@@ -219,7 +220,7 @@ def read_eeg_header(path: Path) -> tuple[tuple[str, ...], int | None]:
     names = [name.strip() for name in header]
     ts = [i for i, name in enumerate(names) if name == TIMESTAMP_COLUMN]
     channels = tuple(name for name in names if name != TIMESTAMP_COLUMN)
-    bad = [name for name in channels if not name or _is_float(name)]
+    bad = [name for name in channels if not name or is_number_text(name)]
     if bad:
         raise ConfigError(f"eeg file {path}: header has {_shown(bad[0])} where a channel name is expected "
                           "(the first row must name the channels, e.g. Fz,Cz,Pz[,timestamp])")
@@ -233,12 +234,12 @@ def read_eeg_header(path: Path) -> tuple[tuple[str, ...], int | None]:
     return channels, (ts[0] if ts else None)
 
 
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def demo_session_path() -> Path:
+    """The demo session in the package: ~8 s of video, speech and synthetic-board EEG (see its SOURCES.md).
+
+    ``edge-mer run`` replays it when no camera or microphone is found.
+    """
+    return Path(__file__).resolve().parent.parent / "assets" / "demo_session"
 
 
 def load_session(directory: str | Path) -> Session:

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from edge_mer.errors import ConfigError, InputError, SensorError
+from edge_mer.names import MODALITIES
 from edge_mer.preprocess.audio import to_mono
 from edge_mer.sessions.format import (
     SESSION_JSON, TIMESTAMP_COLUMN, Label, Session, load_session, write_session_json)
@@ -131,7 +132,7 @@ class SessionRecorder:
 
     def add(self, modality: str, chunk: Chunk, info: StreamInfo) -> None:
         """Append one chunk of ``modality`` (``"face"``, ``"speech"`` or ``"eeg"``) described by ``info``."""
-        if modality not in ("face", "speech", "eeg"):
+        if modality not in MODALITIES:
             raise InputError(f"modality {modality!r}: expected face, speech or eeg")
         if info.modality != modality:
             raise InputError(f"chunk added as {modality!r} with a {info.modality!r} StreamInfo")

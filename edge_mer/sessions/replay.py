@@ -7,8 +7,9 @@ Each source turns a session time ``t`` (seconds from the session start) into
 * :class:`VideoReplaySource` (``"face"``): one BGR uint8 frame per chunk,
   ``t = index / fps`` (fps from the container; a file without one is refused).
 * :class:`AudioReplaySource` (``"speech"``): float32 mono chunks of ``chunk_ms``
-  (20 ms) at the file's own rate, mixed down as
-  :func:`~edge_mer.preprocess.audio.to_mono` does; ``t`` is the time of the
+  (20 ms) at the file's own rate, read and mixed down by
+  :class:`~edge_mer.sources.wav.SoundFileReader` (as the live WAV source
+  reads them; :func:`~edge_mer.preprocess.audio.to_mono`); ``t`` is the time of the
   chunk's newest sample, ``(index of that sample) / rate``; the last chunk may
   be shorter.
 * :class:`EegReplaySource` (``"eeg"``): float64 ``[channels, n]`` chunks of
@@ -44,10 +45,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edge_mer.errors import ConfigError, InputError, SensorError
-from edge_mer.preprocess.audio import to_mono
+from edge_mer.errors import ConfigError, SensorError
+from edge_mer.names import Modality
+from edge_mer.numeric import is_number_text
 from edge_mer.sessions.format import Session, load_session, read_eeg_header
 from edge_mer.sources.base import Chunk, Source, StreamInfo
+from edge_mer.sources.wav import SoundFileReader, chunk_samples
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +161,12 @@ class VideoReplaySource(_ReplaySource):
 
 
 class AudioReplaySource(_ReplaySource):
-    """The session's audio as float32 mono chunks of ``chunk_ms`` at the file's own rate."""
+    """The session's audio as float32 mono chunks of ``chunk_ms`` at the file's own rate.
+
+    Reading and mixing down are :class:`~edge_mer.sources.wav.SoundFileReader`'s,
+    the same as the live WAV source's; this class only puts the chunks on the
+    session clock. ``meta["sample_index"]`` is the index of the chunk's newest sample.
+    """
 
     kind = "replay-audio"
     key = "audio"
@@ -171,53 +179,23 @@ class AudioReplaySource(_ReplaySource):
         self.chunk_ms = float(chunk_ms)
 
     def _probe(self) -> StreamInfo:
-        import soundfile as sf
-
-        try:
-            info = sf.info(str(self.path))
-        except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError derives from RuntimeError
-            raise SensorError(f"audio {self.path}: cannot read it ({exc}); expected a WAV file") from None
-        if info.samplerate <= 0 or info.channels <= 0:
-            raise SensorError(f"audio {self.path}: rate {info.samplerate} Hz, {info.channels} channels is unusable")
-        self.rate = int(info.samplerate)
-        self.chunk_samples = max(1, round(self.rate * self.chunk_ms / 1000.0))
-        return StreamInfo("speech", float(self.rate), description=f"replay of {self.path.name}: {self.rate} Hz, "
-                          f"{info.channels} channel(s), {info.subtype}, {info.frames} samples")
+        with SoundFileReader(self.path, f"audio {self.path}") as reader:
+            self.rate = reader.rate
+            self.chunk_samples = chunk_samples(self.rate, self.chunk_ms)
+            return StreamInfo("speech", float(self.rate), description=f"replay of {self.path.name}: {self.rate} Hz, "
+                              f"{reader.channels} channel(s), {reader.subtype}, {reader.frames} samples")
 
     def _chunks(self) -> Iterator[Chunk]:
-        import soundfile as sf
-
-        try:
-            handle = sf.SoundFile(str(self.path))
-        except (RuntimeError, OSError) as exc:
-            raise SensorError(f"audio {self.path}: cannot read it ({exc})") from None
-        with handle:
-            done = 0  # samples delivered before this chunk
-            while not self._stop.is_set():
-                block = handle.read(self.chunk_samples, dtype="float64", always_2d=True)
-                if block.shape[0] == 0:
+        # Opened here, not in open(), so that the iterating thread is the one that releases the file.
+        with SoundFileReader(self.path, f"audio {self.path}") as reader:
+            for first, mono in reader.chunks(self.chunk_samples):
+                if self._stop.is_set():
                     break
-                try:
-                    mono = _mono(block)
-                except InputError as exc:
-                    raise SensorError(f"audio {self.path} at sample {done}: {exc}") from None
-                newest = done + block.shape[0] - 1
+                newest = first + mono.size - 1
                 chunk = self._deliver(newest / self.rate, mono, {"sample_index": newest})
                 if chunk is None:
                     break
                 yield chunk
-                done += block.shape[0]
-
-
-def _mono(block: np.ndarray) -> np.ndarray:
-    """``to_mono`` of a ``[n, channels]`` float64 block (soundfile scales PCM exactly as to_mono does)."""
-    if block.shape[1] == 1:
-        return to_mono(block[:, 0])
-    if block.shape[0] < block.shape[1]:  # to_mono would read a tiny tail as [channels, n]
-        if not np.isfinite(block).all():
-            raise InputError("audio contains NaN/Inf samples")
-        return block.mean(axis=1).astype(np.float32)
-    return to_mono(block)
 
 
 class EegReplaySource(_ReplaySource):
@@ -275,7 +253,7 @@ class EegReplaySource(_ReplaySource):
                     try:
                         values = [float(v) for v in row]
                     except ValueError:
-                        bad = next(v for v in row if not _is_number_text(v))
+                        bad = next(v for v in row if not is_number_text(v))
                         raise SensorError(f"eeg {self.path} line {line}: {bad!r} is not a number") from None
                     stamp = None
                     if self.ts_col is not None:
@@ -322,20 +300,13 @@ class EegReplaySource(_ReplaySource):
         return self._deliver(t, data, {"sample_index": index})
 
 
-def _is_number_text(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-SOURCES: dict[str, type[_ReplaySource]] = {
+#: Modality -> the source replaying that modality's session file.
+REPLAY_SOURCES: dict[Modality, type[_ReplaySource]] = {
     "face": VideoReplaySource, "speech": AudioReplaySource, "eeg": EegReplaySource}
 
 
-def replay_sources(session: Session | str | Path, *, pace: bool, clock_offset_ns: int | None = None,
-                   audio_chunk_ms: float = 20.0) -> dict[str, Source]:
+def replay_sources(session: Session | str | Path, *, pace: bool,
+                   clock_offset_ns: int | None = None) -> dict[Modality, Source]:
     """One unopened replay source per modality with a file: ``{"face"?, "speech"?, "eeg"?}``.
 
     All sources share one ``clock_offset_ns``; when None it is
@@ -346,11 +317,4 @@ def replay_sources(session: Session | str | Path, *, pace: bool, clock_offset_ns
         session = load_session(session)
     if clock_offset_ns is None:
         clock_offset_ns = time.monotonic_ns() if pace else 0
-    out: dict[str, Source] = {}
-    for modality in session.modalities:
-        if modality == "speech":
-            out[modality] = AudioReplaySource(session, clock_offset_ns=clock_offset_ns, pace=pace,
-                                              chunk_ms=audio_chunk_ms)
-        else:
-            out[modality] = SOURCES[modality](session, clock_offset_ns=clock_offset_ns, pace=pace)
-    return out
+    return {m: REPLAY_SOURCES[m](session, clock_offset_ns=clock_offset_ns, pace=pace) for m in session.modalities}

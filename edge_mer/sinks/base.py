@@ -1,9 +1,11 @@
-"""Sinks receive every decision (a JSON-ready dict) and the daemon's health."""
+"""Sinks receive every :class:`~edge_mer.results.Decision` and the daemon's health."""
 from __future__ import annotations
 
 import abc
 from types import TracebackType
 from typing import Any, ClassVar
+
+from edge_mer.results import Decision
 
 
 class Sink(abc.ABC):
@@ -16,8 +18,8 @@ class Sink(abc.ABC):
         """Start serving or open the file; raises :class:`~edge_mer.errors.EdgeMerError` with a clear message."""
 
     @abc.abstractmethod
-    def emit(self, decision: dict[str, Any]) -> None:
-        """Deliver one decision (the JSON object of the decision format)."""
+    def emit(self, decision: Decision) -> None:
+        """Deliver one decision (:meth:`Decision.to_json` / ``json_text`` is its wire format)."""
 
     def health(self, status: dict[str, Any]) -> None:
         """Receive the daemon's health (per-source state, counters); sinks that serve it keep the latest."""

@@ -19,9 +19,9 @@ a free port, exposed as :attr:`HttpSink.port` after ``open``):
     :attr:`HttpSink.dropped` and ``edge_mer_ws_dropped_messages_total``.
 
 Metric names: ``edge_mer_decisions_total``; ``edge_mer_modality_valid_total``
-and ``edge_mer_modality_invalid_total{reason}`` (the reason reduced to its
-first two words before any ``:``, so ``"bad channels Fp1,F3"`` counts as
-``"bad channels"`` and label cardinality stays bounded);
+and ``edge_mer_modality_invalid_total{reason}`` (the result's
+:class:`~edge_mer.names.ReasonCode`, so label cardinality stays bounded and
+no free text is parsed);
 ``edge_mer_decision_latency_seconds`` and ``edge_mer_modality_latency_seconds``
 histograms (modality results with zero latency did no work and are not
 observed); ``edge_mer_probability{label}``, ``edge_mer_valence``,
@@ -48,17 +48,17 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from edge_mer.config import require
 from edge_mer.errors import ConfigError
-from edge_mer.pipeline.config import HttpConfig
+from edge_mer.names import SOURCE_STATES
+from edge_mer.results import Decision, dumps_json
 from edge_mer.sinks.base import Sink
-from edge_mer.sinks.jsonl import dumps_decision
 
 if TYPE_CHECKING:
     from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-SOURCE_STATES: tuple[str, ...] = ("running", "failed", "ended", "stopped")
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 _START_TIMEOUT_S = 5.0
@@ -67,17 +67,23 @@ _CLOSE_BUDGET_S = 1.0
 _GOING_AWAY = 1001  # WebSocket close code (RFC 6455): the server is shutting down
 
 
+@dataclass(frozen=True)
+class HttpConfig:
+    """HTTP + WebSocket output: /healthz, /metrics (Prometheus), /state, /ws."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8765
+
+    def __post_init__(self) -> None:
+        require(0 <= self.port <= 65535, f"port must be in 0..65535, got {self.port}")
+
+
 def _require(module: str, package: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         raise ConfigError(f"outputs.http.enabled needs the {package} package: pip install {package}") from exc
-
-
-def reason_key(reason: str | None) -> str:
-    """A bounded metric label for an invalid result's reason: its first two words before any ``:``."""
-    words = (reason or "").split(":", 1)[0].lower().split()[:2]
-    return " ".join(words)[:40] or "unknown"
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -127,22 +133,21 @@ class _Metrics:
                                        registry=reg)
         self._generate = prom.generate_latest
 
-    def observe_decision(self, decision: dict[str, Any]) -> None:
+    def observe_decision(self, decision: Decision) -> None:
         self.decisions.inc()
-        self.latency.observe(float(decision.get("latency_ms") or 0.0) / 1000.0)
-        for label, p in decision.get("probs", {}).items():
+        self.latency.observe(decision.latency_ms / 1000.0)
+        for label, p in decision.probs.items():
             self.probability.labels(label=label).set(p)
-        for name in ("valence", "arousal"):
-            if decision.get(name) is not None:
-                getattr(self, name).set(decision[name])
-        for modality, result in decision.get("modalities", {}).items():
-            if result.get("valid"):
-                self.valid.labels(modality=modality).inc()
+        self.valence.set(decision.valence)
+        self.arousal.set(decision.arousal)
+        for result in decision.modalities:
+            if result.valid:
+                self.valid.labels(modality=result.modality).inc()
             else:
-                self.invalid.labels(modality=modality, reason=reason_key(result.get("reason"))).inc()
-            latency_ms = float(result.get("latency_ms") or 0.0)
-            if latency_ms > 0:
-                self.modality_latency.labels(modality=modality).observe(latency_ms / 1000.0)
+                code = result.code.value if result.code is not None else "unknown"
+                self.invalid.labels(modality=result.modality, reason=code).inc()
+            if result.latency_ms > 0:
+                self.modality_latency.labels(modality=result.modality).observe(result.latency_ms / 1000.0)
 
     def observe_health(self, status: dict[str, Any]) -> None:
         self.healthy.set(1.0 if status.get("status") == "ok" else 0.0)
@@ -219,11 +224,11 @@ class HttpSink(Sink):
             raise ConfigError(f"outputs.http: cannot serve on {self.config.host}:{self.port}: {exc}") from exc
         log.info("HTTP sink listening on http://%s:%d (/healthz /metrics /state /ws)", self.config.host, self.port)
 
-    def emit(self, decision: dict[str, Any]) -> None:
+    def emit(self, decision: Decision) -> None:
         """Keep ``decision`` as the latest state, update the metrics and queue it for WebSocket clients."""
         if self._metrics is None:
             raise RuntimeError("HttpSink.emit() called before open()")
-        text = dumps_decision(decision)
+        text = decision.json_text
         with self._lock:
             self._decision = text
         self._metrics.observe_decision(decision)
@@ -235,7 +240,7 @@ class HttpSink(Sink):
     def health(self, status: dict[str, Any]) -> None:
         """Keep the latest health status for /healthz and the source metrics."""
         with self._lock:
-            self._health = (dumps_decision(status), status.get("status") == "ok")
+            self._health = (dumps_json(status), status.get("status") == "ok")
         if self._metrics is not None:
             self._metrics.observe_health(status)
 

@@ -5,46 +5,26 @@ stdout is never closed) or a file path opened in append mode, so restarting
 the daemon extends the same log. The file is line-buffered: ``tail -f`` sees
 every decision as it is written.
 
-:func:`dumps_decision` is the one serialisation of a decision shared by every
-sink: compact separators, UTF-8 kept as is, and strict JSON (a non-finite
-float such as ``NaN`` becomes ``null`` instead of producing invalid JSON).
+:attr:`Decision.json_text <edge_mer.results.Decision.json_text>` is the one
+serialisation of a decision shared by every sink: compact separators, UTF-8
+kept as is, and strict JSON (a non-finite float such as ``NaN`` becomes
+``null`` instead of producing invalid JSON).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import sys
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import ClassVar, TextIO
 
 from edge_mer.errors import ConfigError
+from edge_mer.results import Decision
 from edge_mer.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
 STDOUT = "-"
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float (NaN, +-inf) replaced by ``None``, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def dumps_decision(decision: dict[str, Any]) -> str:
-    """Serialise one decision (or health status) as one line of strict, compact JSON (no newline)."""
-    try:
-        return json.dumps(decision, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        # Only reached when a float is NaN or infinite: rare, so the copy is cheap enough.
-        return json.dumps(_finite(decision), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class JsonlSink(Sink):
@@ -81,11 +61,11 @@ class JsonlSink(Sink):
         self._owned = True
         log.info("writing decisions to %s", path)
 
-    def emit(self, decision: dict[str, Any]) -> None:
+    def emit(self, decision: Decision) -> None:
         """Write ``decision`` as one line and flush it."""
         if self._stream is None:
             raise RuntimeError("JsonlSink.emit() called before open() or after close()")
-        self._stream.write(dumps_decision(decision) + "\n")
+        self._stream.write(decision.json_text + "\n")
         self._stream.flush()
         self.lines += 1
 

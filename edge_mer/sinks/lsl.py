@@ -34,14 +34,14 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
 
 from edge_mer.bundle.labels import CANONICAL_LABELS
 from edge_mer.errors import ConfigError
-from edge_mer.pipeline.config import LslConfig
+from edge_mer.results import Decision
 from edge_mer.sinks.base import Sink
-from edge_mer.sinks.jsonl import dumps_decision
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,15 @@ FORMAT = "edge-mer-decision/1"
 LIBLSL_HELP = ("pip's pylsl bundles liblsl only for Linux x86_64 (glibc >= 2.35), Windows and macOS; "
                "elsewhere (e.g. Jetson/aarch64) build liblsl >= 1.16 from https://github.com/sccn/liblsl "
                "(cmake) or install a release package, then run ldconfig or set PYLSL_LIB=/path/to/liblsl.so")
+
+
+@dataclass(frozen=True)
+class LslConfig:
+    """A Lab Streaming Layer outlet carrying each decision as one JSON string sample."""
+
+    enabled: bool = False
+    name: str = "edge-mer"
+    source_id: str = "edge-mer-decisions"
 
 
 def load_pylsl() -> ModuleType:
@@ -103,11 +112,11 @@ class LslSink(Sink):
         channel.append_child_value("type", "JSON")
         channel.append_child_value("unit", "application/json")
 
-    def emit(self, decision: dict[str, Any]) -> None:
+    def emit(self, decision: Decision) -> None:
         """Push ``decision`` as one JSON string sample stamped with the local LSL clock."""
         if self._outlet is None or self._pylsl is None:
             raise RuntimeError("LslSink.emit() called before open() or after close()")
-        self._outlet.push_sample([dumps_decision(decision)], self._pylsl.local_clock())
+        self._outlet.push_sample([decision.json_text], self._pylsl.local_clock())
         self.samples += 1
 
     def wait_for_consumers(self, timeout: float) -> bool:

@@ -1,24 +1,34 @@
-"""Build the sinks an :class:`~edge_mer.pipeline.config.OutputsConfig` asks for.
+"""The outputs of a run: their ``[outputs]`` options, and the sinks they ask for.
 
-:data:`SINKS` maps each output name (the key under ``[outputs]``) to its sink
-class and a predicate saying whether the configuration enables it, so adding an
-output is one entry here. Building a sink imports nothing optional: aiohttp,
+:data:`SINKS` maps each output name (a field of :class:`OutputsConfig`, the
+key under ``[outputs]``) to its sink class and a predicate saying whether the
+configuration enables it. Adding an output is its module (the sink and its
+options dataclass), one field of :class:`OutputsConfig` and one entry in
+:data:`SINKS`. Building a sink imports nothing optional: aiohttp,
 prometheus_client and pylsl are loaded by the sinks' ``open``.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from edge_mer.pipeline.config import OutputsConfig
 from edge_mer.sinks.base import Sink
-from edge_mer.sinks.http import HttpSink
+from edge_mer.sinks.http import HttpConfig, HttpSink
 from edge_mer.sinks.jsonl import JsonlSink
-from edge_mer.sinks.lsl import LslSink
+from edge_mer.sinks.lsl import LslConfig, LslSink
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    """Where decisions go: ``jsonl`` is "-" (stdout), a file path, or "" (off)."""
+
+    jsonl: str = "-"
+    http: HttpConfig = field(default_factory=HttpConfig)
+    lsl: LslConfig = field(default_factory=LslConfig)
 
 
 @dataclass(frozen=True)

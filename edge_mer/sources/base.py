@@ -12,13 +12,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_mer.names import Modality
+
 log = logging.getLogger(__name__)
 
-Modality = Literal["face", "speech", "eeg"]
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from edge_mer.config import require
 from edge_mer.errors import SensorError
-from edge_mer.pipeline.config import CameraConfig
+from edge_mer.sources.backoff import Backoff, ReconnectPolicy
 from edge_mer.sources.base import Chunk, Source, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,36 @@ OPEN_TIMEOUT_S = 10.0  # URLs and pipelines: longest wait for a stream to open (
 FIRST_FRAME_GRACE_S = 3.0  # extra time for the first frame after (re)connecting: sensors warm up
 CLOSE_WAIT_S = 0.45  # close() waits this long for the threads, inside the 0.5 s contract
 DEFAULT_FPS = 30.0  # reported when neither the device nor the config knows its rate
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """OpenCV capture: ``device`` is an index ("0"), a file, an RTSP URL or a GStreamer pipeline.
+
+    ``api`` picks the OpenCV backend (``gstreamer`` for Jetson CSI pipelines).
+    Width/height/fps of 0 keep the device's defaults. When frames stop, the
+    capture reconnects with exponential backoff from ``reconnect_min_s`` to
+    ``reconnect_max_s``; ``max_failures`` consecutive failed reconnects (0 =
+    never give up) end the source.
+    """
+
+    device: str = "0"
+    api: Literal["auto", "gstreamer", "ffmpeg", "v4l2"] = "auto"
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    read_timeout_s: float = 2.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 10.0
+    max_failures: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.device != "", "device must name a camera index, file, URL or pipeline")
+        require(self.width >= 0 and self.height >= 0 and self.fps >= 0, "width, height and fps must be >= 0")
+        require(0 < self.reconnect_min_s <= self.reconnect_max_s,
+                f"need 0 < reconnect_min_s <= reconnect_max_s, got {self.reconnect_min_s} and {self.reconnect_max_s}")
+        require(self.read_timeout_s > 0, f"read_timeout_s must be > 0, got {self.read_timeout_s}")
+        require(self.max_failures >= 0, f"max_failures must be >= 0, got {self.max_failures}")
 
 
 def device_kind(device: str, api: str = "auto") -> DeviceKind:
@@ -208,25 +239,24 @@ class CameraSource(Source):
 
     def _supervise(self, cap: cv2.VideoCapture | None) -> None:
         """Run one reader per connection; reconnect with backoff when frames stop (live devices only)."""
-        failures = 0  # consecutive reconnects that produced no frame
-        max_failures = self.config.max_failures
+        cfg = self.config
+        # A reconnect counts as failed until its capture delivers a frame, not when it merely opens.
+        backoff = Backoff(ReconnectPolicy(cfg.reconnect_min_s, cfg.reconnect_max_s, cfg.max_failures),
+                          self._stop, self._name, log)
         while not self._stop.is_set():
             if cap is not None:
                 got_frame, outcome = self._run_connection(cap)
                 cap = None
                 if got_frame:
-                    failures = 0
+                    backoff.reset()
                 if self._stop.is_set() or self.is_file:
                     break
                 log.warning("%s: %s", self._name, outcome)
-            if max_failures and failures >= max_failures:
-                self._finish(SensorError(f"{self._name}: no frames after {failures} reconnect attempts "
-                                         f"(max_failures={max_failures})"))
+            if backoff.exhausted:
+                self._finish(SensorError(f"{self._name}: no frames after {backoff.failures} reconnect attempts "
+                                         f"(max_failures={cfg.max_failures})"))
                 return
-            delay = min(self.config.reconnect_max_s, self.config.reconnect_min_s * 2 ** failures)
-            failures += 1
-            log.warning("%s: reconnect attempt %d in %.2f s", self._name, failures, delay)
-            if self._stop.wait(delay):
+            if not backoff.wait():
                 break
             cap = self._try_reconnect()
             if cap is not None:

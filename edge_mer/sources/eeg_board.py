@@ -22,14 +22,16 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_mer.config import require
 from edge_mer.errors import InputError, SensorError
-from edge_mer.pipeline.config import BoardConfig
 from edge_mer.preprocess.eeg import board_channel_names, board_eeg_rows
+from edge_mer.sources.backoff import Backoff, ReconnectPolicy
 from edge_mer.sources.base import Chunk, Source, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,40 @@ CLOSE_WAIT_S = 0.45  # close() waits this long for a BrainFlow call in progress
 
 _log_level_lock = threading.Lock()
 _log_level_set = False
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    """A BrainFlow board: ``board`` is a BoardIds name (``SYNTHETIC_BOARD``, ``CYTON_BOARD``...) or its number.
+
+    The connection fields are BrainFlowInputParams'; ``file`` and
+    ``master_board`` are for PLAYBACK_FILE_BOARD.
+    """
+
+    board: str = "SYNTHETIC_BOARD"
+    serial_port: str = ""
+    mac_address: str = ""
+    ip_address: str = ""
+    ip_port: int = 0
+    ip_protocol: int = 0
+    serial_number: str = ""
+    other_info: str = ""
+    timeout: int = 0
+    file: str = ""
+    master_board: str = ""
+    poll_s: float = 0.1
+    buffer_s: float = 30.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+    max_failures: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.board != "", "board must be a BrainFlow BoardIds name or number")
+        require(0.01 <= self.poll_s <= 1.0, f"poll_s must be in 0.01..1, got {self.poll_s}")
+        require(self.buffer_s >= 5.0, f"buffer_s must be >= 5, got {self.buffer_s}")
+        require(0 < self.reconnect_min_s <= self.reconnect_max_s,
+                f"need 0 < reconnect_min_s <= reconnect_max_s, got {self.reconnect_min_s} and {self.reconnect_max_s}")
+        require(self.max_failures >= 0, f"max_failures must be >= 0, got {self.max_failures}")
 
 
 def _board_shim() -> Any:
@@ -224,10 +260,13 @@ class BoardSource(Source):
         """The poll loop behind :meth:`__iter__`."""
         bs = _board_shim()
         stall_s = PLAYBACK_STALL_S if self.is_playback else max(STALL_S, 20.0 / info.rate)
-        failures = 0
+        cfg = self.config
+        # Consecutive failed reconnects, counted across stalls until data flows again.
+        backoff = Backoff(ReconnectPolicy(cfg.reconnect_min_s, cfg.reconnect_max_s, cfg.max_failures),
+                          self._stop, self._name, log)
         last_data = next_poll = time.monotonic()
         while not self._stop.is_set():
-            next_poll += self.config.poll_s
+            next_poll += cfg.poll_s
             now = time.monotonic()
             next_poll = max(next_poll, now)  # after a slow consumer, poll at once rather than in a burst
             if self._stop.wait(next_poll - now):
@@ -235,7 +274,7 @@ class BoardSource(Source):
             try:
                 data = self._poll()
             except bs.BrainFlowError as exc:
-                failures = self._recover(f"get_board_data failed ({exc})", failures)
+                self._recover(f"get_board_data failed ({exc})", backoff)
                 last_data = time.monotonic()
                 continue
             if data is None:
@@ -245,10 +284,11 @@ class BoardSource(Source):
                     if self.is_playback:
                         log.info("%s: no data for %.1f s; the playback file has ended", self._name, stall_s)
                         return
-                    failures = self._recover(f"no data for {stall_s:g} s", failures)
+                    self._recover(f"no data for {stall_s:g} s", backoff)
                     last_data = time.monotonic()
                 continue
-            failures, last_data = 0, time.monotonic()
+            backoff.reset()
+            last_data = time.monotonic()
             self._received += data.shape[1]
             yield self._chunk(data)
             if self._playback_lines is not None and self._received >= self._playback_lines:
@@ -267,29 +307,25 @@ class BoardSource(Source):
                      meta={"board_ts": float(data[self._ts_row, -1]), "package_num": int(data[self._pkg_row, -1]),
                            "n": int(data.shape[1]), "reconnects": self._reconnects})
 
-    def _recover(self, reason: str, failures: int) -> int:
-        """Release and re-prepare the session with backoff; the new count of failed reconnects.
+    def _recover(self, reason: str, backoff: Backoff) -> None:
+        """Release and re-prepare the session, waiting ``backoff`` before each attempt.
 
         Raises SensorError once ``max_failures`` consecutive reconnects failed.
         Returns early (without a session) when the source is closed meanwhile.
         """
         bs = _board_shim()
-        cfg = self.config
         log.warning("%s: %s; reconnecting", self._name, reason)
         with self._lock:
             self._release_quietly()
         while not self._stop.is_set():
-            if cfg.max_failures and failures >= cfg.max_failures:
-                raise SensorError(f"{self._name}: gave up after {failures} failed reconnects "
-                                  f"(max_failures={cfg.max_failures}; last problem: {reason})")
-            delay = min(cfg.reconnect_max_s, cfg.reconnect_min_s * 2 ** failures)
-            failures += 1
-            log.warning("%s: reconnect attempt %d in %.2f s", self._name, failures, delay)
-            if self._stop.wait(delay):
-                break
+            if backoff.exhausted:
+                raise SensorError(f"{self._name}: gave up after {backoff.failures} failed reconnects "
+                                  f"(max_failures={self.config.max_failures}; last problem: {reason})")
+            if not backoff.wait():
+                return
             with self._lock:
                 if self._stop.is_set():
-                    break
+                    return
                 try:
                     self._start_session()
                 except bs.BrainFlowError as exc:
@@ -299,5 +335,4 @@ class BoardSource(Source):
                     continue
             self._reconnects += 1
             log.info("%s: streaming again", self._name)
-            return failures
-        return failures
+            return

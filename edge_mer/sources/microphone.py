@@ -9,8 +9,8 @@ by :func:`~edge_mer.preprocess.audio.to_mono`). ``t_ns`` is the daemon-clock
 time of a chunk's newest sample, derived from PortAudio's ADC time of the
 buffer when the host API provides it; the ADC time itself is ``meta["device_time"]``.
 
-:func:`speech_source` picks :class:`~edge_mer.sources.wav.WavFileSource` when
-``MicrophoneConfig.file`` is set. PyAudio is imported lazily.
+With ``MicrophoneConfig.file`` set, a :class:`~edge_mer.sources.wav.WavFileSource`
+plays that file instead (see :mod:`edge_mer.sources.registry`). PyAudio is imported lazily.
 """
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_mer.errors import SensorError
-from edge_mer.pipeline.config import MicrophoneConfig
+from edge_mer.config import require
+from edge_mer.errors import ConfigError, SensorError
 from edge_mer.preprocess.audio import to_mono
 from edge_mer.sources.base import Chunk, Source, StreamInfo
 from edge_mer.sources.wav import WavFileSource, chunk_samples
@@ -32,6 +34,27 @@ log = logging.getLogger(__name__)
 
 STALL_S = 2.0  # no callback for this long (at least 4 chunks) means the device is gone
 _MAX_LATENCY_S = 1.0  # ADC timestamps further off than this are treated as unusable
+
+
+@dataclass(frozen=True)
+class MicrophoneConfig:
+    """PyAudio input: ``device`` is "" (the default input), an index, or a name substring.
+
+    ``file`` replaces the microphone by a WAV file read at its real rate (same interface).
+    """
+
+    device: str = ""
+    rate: int = 16000
+    channels: int = 1
+    chunk_ms: float = 20.0
+    buffer_s: float = 10.0
+    file: Path | None = None
+
+    def __post_init__(self) -> None:
+        require(self.rate >= 8000, f"rate must be >= 8000 Hz, got {self.rate}")
+        require(1 <= self.channels <= 32, f"channels must be in 1..32, got {self.channels}")
+        require(1.0 <= self.chunk_ms <= 500.0, f"chunk_ms must be in 1..500, got {self.chunk_ms}")
+        require(self.buffer_s >= 1.0, f"buffer_s must be >= 1, got {self.buffer_s}")
 
 
 def describe_inputs(devices: Sequence[Mapping[str, Any]]) -> str:
@@ -277,19 +300,8 @@ def _default_input(pa: Any) -> int | None:
         return None
 
 
-def list_input_devices() -> list[dict[str, Any]]:
-    """PortAudio's input devices (device-info dicts) as :func:`select_input_device` sees them."""
-    import pyaudio
-
-    pa = pyaudio.PyAudio()
-    try:
-        return _input_devices(pa)
-    finally:
-        pa.terminate()
-
-
-def speech_source(config: MicrophoneConfig) -> Source:
-    """The speech source a config asks for: its ``file`` played in real time, else the microphone."""
-    if config.file is not None:
-        return WavFileSource(config.file, pace=True, chunk_ms=config.chunk_ms)
-    return MicrophoneSource(config)
+def wav_file_source(config: MicrophoneConfig) -> WavFileSource:
+    """The microphone's stand-in: its ``file`` played in real time, in chunks of its ``chunk_ms``."""
+    if config.file is None:
+        raise ConfigError("speech.microphone.file: expected a sound file path for the 'wav' source")
+    return WavFileSource(config.file, pace=True, chunk_ms=config.chunk_ms)

@@ -1,11 +1,18 @@
-"""A sound file played like a microphone: float32 mono chunks at the file's own rate.
+"""Sound files: the one reader every file-backed speech source uses, and a file played like a microphone.
 
-Any format libsndfile reads (WAV, FLAC, ...), any rate, mono or multichannel,
-PCM or float. With ``pace=True`` each chunk is delivered when its newest
-sample would have been captured live, stamped with ``time.monotonic_ns()``;
-with ``pace=False`` chunks come as fast as they are read, stamped with the
-file's clock (nanoseconds since its first sample). soundfile is imported
-lazily: it is a test/dev dependency, not needed by hosts with a microphone.
+:class:`SoundFileReader` opens any format libsndfile reads (WAV, FLAC, ...),
+any rate, mono or multichannel, PCM or float, and hands out consecutive
+blocks of float32 mono samples (:func:`mix_down`). It knows nothing about
+clocks: :class:`WavFileSource` (below) and
+:class:`~edge_mer.sessions.replay.AudioReplaySource` (a session's audio)
+stamp the blocks each on their own clock.
+
+:class:`WavFileSource` stands in for the microphone. With ``pace=True`` each
+chunk is delivered when its newest sample would have been captured live,
+stamped with ``time.monotonic_ns()``; with ``pace=False`` chunks come as fast
+as they are read, stamped with the file's clock (nanoseconds since its first
+sample). soundfile is imported lazily: it is a test/dev dependency, not needed
+by hosts with a microphone.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -40,6 +48,79 @@ def mix_down(block: np.ndarray) -> np.ndarray:
     return to_mono(block)
 
 
+class SoundFileReader:
+    """One open sound file read in consecutive blocks of float32 mono samples.
+
+    ``name`` prefixes every error (default ``sound file '<path>'``). Opening
+    raises :class:`SensorError` when the file is missing or not audio; after
+    that :attr:`rate`, :attr:`channels`, :attr:`subtype` and :attr:`frames`
+    describe it. :meth:`read` may run on one thread while :meth:`close` is
+    called from another: the close waits for a read in progress, and later
+    reads return None.
+    """
+
+    def __init__(self, path: str | Path, name: str | None = None) -> None:
+        import soundfile  # lazy: a dev/test dependency
+
+        self.path = Path(path)
+        self.name = name if name is not None else f"sound file {str(self.path)!r}"
+        if not self.path.is_file():
+            raise SensorError(f"{self.name}: no such file")
+        try:
+            handle = soundfile.SoundFile(str(self.path))
+        except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError derives from RuntimeError
+            raise SensorError(f"{self.name}: cannot read it as audio ({exc}); expected a WAV or FLAC file") from None
+        if handle.samplerate <= 0 or handle.channels <= 0:
+            handle.close()
+            raise SensorError(f"{self.name}: rate {handle.samplerate} Hz, {handle.channels} channels is unusable")
+        self.rate: int = int(handle.samplerate)
+        self.channels: int = int(handle.channels)
+        self.subtype: str = str(handle.subtype)
+        self.frames: int = int(handle.frames)
+        self.position = 0  # index of the next sample read() returns
+        self._file: Any = handle
+        self._lock = threading.Lock()
+
+    def read(self, n: int) -> tuple[int, np.ndarray] | None:
+        """The next up to ``n`` samples as ``(index of the first, float32 mono)``; None at the end or once closed.
+
+        Raises SensorError naming the file and position for NaN/Inf samples (float files).
+        """
+        with self._lock:
+            if self._file is None:
+                return None
+            # float64 keeps PCM exact: libsndfile scales int16 by 1/32768, as to_mono does.
+            block = self._file.read(n, dtype="float64", always_2d=True)
+        if block.shape[0] == 0:
+            return None
+        start = self.position
+        self.position += block.shape[0]
+        try:
+            return start, mix_down(block)
+        except InputError as exc:
+            raise SensorError(f"{self.name}: bad samples at sample {start} ({start / self.rate:.3f} s): "
+                              f"{exc}") from None
+
+    def chunks(self, n: int) -> Iterator[tuple[int, np.ndarray]]:
+        """:meth:`read` of ``n`` samples until the end of the file or :meth:`close`; the last block may be shorter."""
+        while (block := self.read(n)) is not None:
+            yield block
+
+    def close(self) -> None:
+        """Release the file (after a read in progress); idempotent."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> SoundFileReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
 class WavFileSource(Source):
     """A sound file as a speech source (same interface as the microphone); see the module docstring.
 
@@ -56,49 +137,36 @@ class WavFileSource(Source):
         self.path = Path(path)
         self.pace = pace
         self.chunk_ms = float(chunk_ms)
-        self._file: Any = None
-        self._lock = threading.Lock()
+        self._reader: SoundFileReader | None = None
         self._stop = threading.Event()
 
     def open(self) -> None:
-        """Open the file with soundfile; SensorError naming it if it is missing or unreadable."""
-        import soundfile  # lazy: a dev/test dependency
-
-        if self._file is not None:
+        """Open the file; SensorError naming it if it is missing or unreadable."""
+        if self._reader is not None:
             return
-        if not self.path.is_file():
-            raise SensorError(f"sound file {str(self.path)!r}: no such file")
-        try:
-            self._file = soundfile.SoundFile(str(self.path))
-        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-            raise SensorError(f"sound file {str(self.path)!r}: cannot read it as audio ({exc})") from None
-        f = self._file
-        self._info = StreamInfo(modality="speech", rate=float(f.samplerate),
-                                description=f"sound file {self.path.name}: {f.samplerate} Hz, {f.channels} ch, "
-                                            f"{f.subtype}, {f.frames / f.samplerate:.2f} s")
+        reader = self._reader = SoundFileReader(self.path)
+        self._info = StreamInfo(modality="speech", rate=float(reader.rate),
+                                description=f"sound file {self.path.name}: {reader.rate} Hz, {reader.channels} ch, "
+                                            f"{reader.subtype}, {reader.frames / reader.rate:.2f} s")
         log.info("opened %s", self._info.description)
 
     def close(self) -> None:
         """Stop an iteration in progress (promptly, also while pacing) and close the file; idempotent."""
         self._stop.set()
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()  # a read in progress finishes first; the iteration then sees the end
 
     def __iter__(self) -> Iterator[Chunk]:
         rate = self.info.rate
-        n = chunk_samples(rate, self.chunk_ms)
+        reader = self._reader
+        if reader is None:  # closed after open: nothing more to read
+            return
         start_ns = time.monotonic_ns()
-        position = 0
-        while not self._stop.is_set():
-            with self._lock:
-                if self._stop.is_set():
-                    return
-                block = self._file.read(n, dtype="float64", always_2d=True)
-            if block.shape[0] == 0:
+        for position, samples in reader.chunks(chunk_samples(rate, self.chunk_ms)):
+            if self._stop.is_set():
                 return
-            end = position + block.shape[0]  # one past the newest sample
+            end = position + samples.size  # one past the newest sample
             file_ns = int(round((end - 1) * 1e9 / rate))
             if self.pace:
                 t_ns = start_ns + int(round(end * 1e9 / rate))  # when a live microphone would have it
@@ -107,11 +175,5 @@ class WavFileSource(Source):
                     return
             else:
                 t_ns = file_ns
-            try:
-                samples = mix_down(block)
-            except InputError as exc:  # NaN/Inf in a float file
-                raise SensorError(f"sound file {str(self.path)!r}: bad samples at {position / rate:.3f} s "
-                                  f"({exc})") from None
             yield Chunk(t_ns=t_ns, data=samples,
                         meta={"sample_index": position, "device_time": file_ns / 1e9, "overflows": 0})
-            position = end

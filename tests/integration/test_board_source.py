@@ -14,8 +14,7 @@ from brainflow.board_shim import BoardIds, BoardShim, BrainFlowInputParams  # no
 from brainflow.data_filter import DataFilter  # noqa: E402
 
 from edge_mer.errors import SensorError  # noqa: E402
-from edge_mer.pipeline.config import BoardConfig  # noqa: E402
-from edge_mer.sources.eeg_board import BoardSource, resolve_board_id  # noqa: E402
+from edge_mer.sources.eeg_board import BoardConfig, BoardSource, resolve_board_id  # noqa: E402
 
 SYNTH = int(BoardIds.SYNTHETIC_BOARD)
 RATE = BoardShim.get_sampling_rate(SYNTH)

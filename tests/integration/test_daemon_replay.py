@@ -47,7 +47,7 @@ def test_fast_replay_prints_one_valid_decision_per_tick_and_beats_chance(labelle
         assert abs(sum(d["probs"].values()) - 1.0) < 1e-4
         assert -1.0 <= d["valence"] <= 1.0 and -1.0 <= d["arousal"] <= 1.0
         for m in d["modalities"].values():
-            assert set(m) == {"valid", "reason", "label", "probs", "latency_ms"}
+            assert set(m) == {"valid", "reason", "reason_code", "label", "probs", "latency_ms"}
             assert (m["reason"] is None) == m["valid"]
     labels = json.loads((session / "session.json").read_text())["labels"]
     score = score_decisions(decisions, labels)

@@ -86,7 +86,8 @@ def test_a_dying_sensor_is_reported_while_the_others_go_on(face_video: Path, tmp
     face = [d["modalities"]["face"] for d in decisions]
     eeg = [d["modalities"]["eeg"] for d in decisions]
     assert any(f["valid"] for f in face[:8])
-    assert face[-1] == {"valid": False, "reason": "source ended", "label": None, "probs": {}, "latency_ms": 0.0}
+    assert face[-1] == {"valid": False, "reason": "source ended", "reason_code": "source_ended", "label": None,
+                        "probs": {}, "latency_ms": 0.0}
     assert any(e["valid"] for e in eeg[:22])
     assert not eeg[-1]["valid"] and eeg[-1]["reason"].startswith("sensor failed:")
     assert health["status"] == "degraded"

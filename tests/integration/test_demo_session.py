@@ -7,9 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_mer.sessions import DEMO_SESSION, load_session
+from edge_mer.sessions import demo_session_path, load_session
 from edge_mer.sources.base import Chunk
 from conftest import replay_all
+
+DEMO_SESSION = demo_session_path()
 
 EEG_CHANNELS = ("Fz", "C3", "Cz", "C4", "Pz", "Oz", "F7", "F3", "F4", "F8")
 

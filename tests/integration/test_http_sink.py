@@ -20,19 +20,26 @@ import aiohttp  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from edge_mer.errors import ConfigError  # noqa: E402
-from edge_mer.pipeline.config import HttpConfig  # noqa: E402
-from edge_mer.sinks.http import HttpSink  # noqa: E402
+from edge_mer.results import Decision  # noqa: E402
+from edge_mer.sinks.http import HttpConfig, HttpSink  # noqa: E402
 
 
 def decision(i: int, latency_ms: float = 20.0, pad: str = "") -> dict[str, Any]:
+    """A decision's JSON object; ``pad`` lengthens the speech reason (a large message)."""
     return {"t": 100.0 + i, "label": "happy", "probs": {"happy": 0.6, "sad": 0.3, "neutral": 0.1},
             "valence": 0.5 + i / 100, "arousal": -0.25,
             "modalities": {
-                "face": {"valid": True, "reason": None, "label": "happy", "probs": {"happy": 1.0}, "latency_ms": 7.0},
-                "speech": {"valid": False, "reason": "silence", "label": None, "probs": {}, "latency_ms": 2.0},
-                "eeg": {"valid": False, "reason": "bad channels Fp1, F3", "label": None, "probs": {},
-                        "latency_ms": 0.0}},
-            "latency_ms": latency_ms, "i": i, "pad": pad}
+                "face": {"valid": True, "reason": None, "reason_code": None, "label": "happy", "probs": {"happy": 1.0},
+                         "latency_ms": 7.0},
+                "speech": {"valid": False, "reason": "silence" + pad, "reason_code": "silence", "label": None,
+                           "probs": {}, "latency_ms": 2.0},
+                "eeg": {"valid": False, "reason": "bad channels Fp1, F3", "reason_code": "bad_channels", "label": None,
+                        "probs": {}, "latency_ms": 0.0}},
+            "latency_ms": latency_ms}
+
+
+def typed(i: int, latency_ms: float = 20.0, pad: str = "") -> Decision:
+    return Decision.from_json(decision(i, latency_ms, pad))
 
 
 def health(status: str) -> dict[str, Any]:
@@ -85,21 +92,21 @@ def test_healthz_follows_the_reported_status(sink: HttpSink) -> None:
 def test_state_is_404_then_the_latest_decision(sink: HttpSink) -> None:
     status, ctype, body = get(sink.port, "/state")
     assert status == 404 and ctype.startswith("application/json") and "error" in json.loads(body)
-    sink.emit(decision(1))
-    sink.emit(decision(2))
+    sink.emit(typed(1))
+    sink.emit(typed(2))
     status, _, body = get(sink.port, "/state")
     assert status == 200 and json.loads(body) == decision(2)
 
 
 def test_metrics_count_decisions_modalities_latency_and_sources(sink: HttpSink) -> None:
     for i, latency in enumerate((3.0, 20.0, 400.0)):
-        sink.emit(decision(i, latency_ms=latency))
+        sink.emit(typed(i, latency_ms=latency))
     sink.health(health("ok"))
     m = metric_samples(sink.port)
     assert m[("edge_mer_decisions_total", frozenset())] == 3
     assert m[("edge_mer_modality_valid_total", frozenset({("modality", "face")}))] == 3
     assert m[("edge_mer_modality_invalid_total", frozenset({("modality", "speech"), ("reason", "silence")}))] == 3
-    assert m[("edge_mer_modality_invalid_total", frozenset({("modality", "eeg"), ("reason", "bad channels")}))] == 3
+    assert m[("edge_mer_modality_invalid_total", frozenset({("modality", "eeg"), ("reason", "bad_channels")}))] == 3
     assert m[("edge_mer_decision_latency_seconds_count", frozenset())] == 3
     assert m[("edge_mer_decision_latency_seconds_sum", frozenset())] == pytest.approx(0.423)
     assert m[("edge_mer_decision_latency_seconds_bucket", frozenset({("le", "0.025")}))] == 2
@@ -118,7 +125,7 @@ def test_metrics_count_decisions_modalities_latency_and_sources(sink: HttpSink) 
 
 def test_each_sink_has_its_own_registry() -> None:
     with HttpSink(HttpConfig(port=0)) as a, HttpSink(HttpConfig(port=0)) as b:
-        a.emit(decision(0))
+        a.emit(typed(0))
         assert metric_samples(a.port)[("edge_mer_decisions_total", frozenset())] == 1
         assert metric_samples(b.port)[("edge_mer_decisions_total", frozenset())] == 0
 
@@ -135,7 +142,7 @@ async def _receive(port: int, emit: Any, count: int) -> list[dict[str, Any]]:
 
 
 def test_websocket_client_receives_every_decision_in_order(sink: HttpSink) -> None:
-    got = asyncio.run(_receive(sink.port, lambda: [sink.emit(decision(i)) for i in range(3)], 3))
+    got = asyncio.run(_receive(sink.port, lambda: [sink.emit(typed(i)) for i in range(3)], 3))
     assert got == [decision(i) for i in range(3)]
 
 
@@ -163,7 +170,7 @@ def test_a_stuck_client_never_blocks_emit_and_its_messages_are_dropped() -> None
         slowest = 0.0
         for i in range(300):  # 30 MB: far beyond the socket buffers
             start = time.perf_counter()
-            sink.emit(decision(i, pad=pad))
+            sink.emit(typed(i, pad=pad))
             slowest = max(slowest, time.perf_counter() - start)
         assert slowest < 0.1
         wait_for(lambda: sink.dropped > 0)
@@ -189,7 +196,7 @@ def test_close_is_quick_and_frees_the_port() -> None:
     sink = HttpSink(HttpConfig(port=0))
     sink.open()
     port = sink.port
-    sink.emit(decision(0))
+    sink.emit(typed(0))
     assert get(port, "/state")[0] == 200
 
     async def connected_then_closed() -> aiohttp.WSMessage:

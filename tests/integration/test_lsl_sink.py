@@ -15,8 +15,8 @@ import pytest
 
 from edge_mer.bundle.labels import CANONICAL_LABELS
 from edge_mer.errors import ConfigError
-from edge_mer.pipeline.config import LslConfig
-from edge_mer.sinks.lsl import STREAM_TYPE, LslSink, load_pylsl
+from edge_mer.results import Decision
+from edge_mer.sinks.lsl import STREAM_TYPE, LslConfig, LslSink, load_pylsl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,8 +59,12 @@ for _ in range(count):
 
 def decision(i: int) -> dict[str, Any]:
     return {"t": 10.0 + i, "label": "sad", "probs": {"sad": 0.8, "neutral": 0.2}, "valence": -0.4, "arousal": -0.1,
-            "modalities": {"eeg": {"valid": True, "reason": None, "label": "sad", "probs": {"sad": 0.8},
-                                   "latency_ms": 1.5}}, "latency_ms": 3.0 + i}
+            "modalities": {"eeg": {"valid": True, "reason": None, "reason_code": None, "label": "sad",
+                                   "probs": {"sad": 0.8}, "latency_ms": 1.5}}, "latency_ms": 3.0 + i}
+
+
+def typed(i: int) -> Decision:
+    return Decision.from_json(decision(i))
 
 
 @needs_liblsl
@@ -77,7 +81,7 @@ def test_inlet_in_another_process_receives_the_decisions() -> None:
             assert sink.wait_for_consumers(10.0)
             before = pylsl.local_clock()
             for i in range(3):
-                sink.emit(decision(i))
+                sink.emit(typed(i))
             after = pylsl.local_clock()
             out, err = proc.communicate(timeout=30)
         finally:
@@ -99,9 +103,9 @@ def test_inlet_in_another_process_receives_the_decisions() -> None:
 def test_emit_outside_open_and_double_close() -> None:
     sink = LslSink(LslConfig(name=f"edge-mer-test-{uuid.uuid4().hex[:8]}"))
     with pytest.raises(RuntimeError, match="before open"):
-        sink.emit(decision(0))
+        sink.emit(typed(0))
     sink.open()
-    sink.emit(decision(0))  # no consumer: the sample is simply not delivered
+    sink.emit(typed(0))  # no consumer: the sample is simply not delivered
     sink.close()
     sink.close()
 
@@ -116,7 +120,7 @@ def test_missing_liblsl_is_a_one_line_error_saying_how_to_install_it(tmp_path: P
     env = {k: v for k, v in os.environ.items() if k != "PYLSL_LIB"}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
     script = ("from edge_mer.errors import ConfigError\n"
-              "from edge_mer.pipeline.config import LslConfig\n"
+              "from edge_mer.sinks.lsl import LslConfig\n"
               "from edge_mer.sinks.lsl import LslSink\n"
               "try:\n"
               "    LslSink(LslConfig(enabled=True)).open()\n"

@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from edge_mer.config import from_dict, load_toml, require, to_dict
+from edge_mer.config import from_dict, read_toml, require, to_dict
 from edge_mer.errors import ConfigError, EdgeMerError
 
 
@@ -57,13 +57,13 @@ def test_errors_name_the_key_and_the_expectation(data: dict, message: str) -> No
     assert isinstance(info.value, EdgeMerError)
 
 
-def test_load_toml_reports_file_problems(tmp_path: Path) -> None:
+def test_read_toml_reports_file_problems(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text('name = "dev"\n[inner]\nrate_hz = 10\nmode = "b"\n')
-    assert load_toml(Outer, good).inner == Inner(10.0, "b")
+    assert from_dict(Outer, read_toml(good)).inner == Inner(10.0, "b")
     bad = tmp_path / "bad.toml"
     bad.write_text("name = \n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
-        load_toml(Outer, bad)
+        read_toml(bad)
     with pytest.raises(ConfigError, match="does not exist"):
-        load_toml(Outer, tmp_path / "absent.toml")
+        read_toml(tmp_path / "absent.toml")

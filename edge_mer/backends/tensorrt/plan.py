@@ -17,11 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edge_mer.errors import BackendError
+from edge_mer.names import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-#: Precisions a bundle can ask for.
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 #: The first TensorRT major release whose Python API (tensor names,
 #: ``execute_async_v3``, memory pools) this backend uses.
 MIN_MAJOR = 10

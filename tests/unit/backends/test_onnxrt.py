@@ -9,7 +9,7 @@ import pytest
 from edge_mer.backends.base import ModelRef
 from edge_mer.backends.onnxrt import OrtBackend, choose_providers
 from edge_mer.backends.options import BackendOptions, OrtOptions
-from edge_mer.backends.registry import backend_names, create_backend, resolve_backend_name
+from edge_mer.backends.registry import BACKENDS, create_backend, resolve_backend_name
 from edge_mer.bundle import load_bundle
 from edge_mer.errors import BackendError, InputError
 
@@ -68,7 +68,7 @@ def test_unknown_backend_and_provider(face_ref: ModelRef) -> None:
 
 
 def test_auto_falls_back_to_onnxruntime_without_tensorrt() -> None:
-    assert set(backend_names()) >= {"onnxruntime", "tensorrt"}
+    assert set(BACKENDS) >= {"onnxruntime", "tensorrt"}
     assert resolve_backend_name("auto") == "onnxruntime"
 
 

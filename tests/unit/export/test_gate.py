@@ -15,8 +15,9 @@ from edge_mer.backends.registry import create_backend
 from edge_mer.bundle.schema import PrecisionReport
 from edge_mer.config import from_dict
 from edge_mer.errors import BackendError, ConfigError, InputError
+from edge_mer.numeric import softmax
 from edge_mer_export.gate import (KL_EPSILON, GateThresholds, ccc, compare_outputs, gate, label_metrics,
-                                  measure_latency, softmax, va_metrics)
+                                  measure_latency, va_metrics)
 
 
 def one_hot(pred: list[int], k: int, p: float = 1.0) -> np.ndarray:

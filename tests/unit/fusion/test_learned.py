@@ -15,8 +15,10 @@ from edge_mer.bundle.schema import (FORMAT, AffectSpace, EncoderSpec, FusionHead
 from edge_mer.bundle.writer import file_entry, write_manifest
 from edge_mer.errors import BundleError
 from edge_mer.fusion.learned import LearnedHead, head_layout
-from edge_mer.fusion.rules import WeightedMean, create_rule
-from edge_mer.pipeline.results import ModalityResult
+from edge_mer.fusion.registry import create_rule
+from edge_mer.fusion.rules import WeightedMean
+from edge_mer.names import ReasonCode
+from edge_mer.results import ModalityResult
 from edge_mer.preprocess.audio import AudioParams
 from edge_mer.preprocess.face import FaceParams
 
@@ -128,7 +130,7 @@ SPEECH = dict(zip(SPEECH_LABELS, [0.1, 0.4, 0.05, 0.05, 0.2, 0.1, 0.1]))
 
 def results(speech_valid: bool = True) -> list[ModalityResult]:
     speech = (ModalityResult("speech", "speech", True, None, SPEECH) if speech_valid
-              else ModalityResult.invalid("speech", "speech", "silence"))
+              else ModalityResult.invalid("speech", "speech", ReasonCode.SILENCE))
     return [ModalityResult("face", "face", True, None, FACE), speech]
 
 
@@ -151,7 +153,7 @@ def test_learned_head_matches_numpy(head_bundle: Bundle) -> None:
         # an encoder the head has no input for is left out
         extra = ModalityResult("eeg", "eeg", True, None, {"happy": 1.0})
         assert head.fuse([*results(), extra], {}) == pytest.approx(fused, abs=1e-12)
-        assert head.fuse([ModalityResult.invalid("face", "face", "no face")], {}) is None
+        assert head.fuse([ModalityResult.invalid("face", "face", ReasonCode.NO_FACE)], {}) is None
 
 
 def test_logits_output_is_softmaxed(head_bundle: Bundle, tmp_path: Path) -> None:

@@ -40,10 +40,9 @@ def test_multichannel_and_errors() -> None:
         buf.window(5.0)
 
 
-def test_frame_window_by_time_thinned_to_max_frames_keeping_the_newest() -> None:
-    buf = FrameBuffer(capacity=8)
+def test_frame_buffer_keeps_the_newest_frames_and_their_time() -> None:
+    buf = FrameBuffer(capacity=2)
+    assert buf.newest_t_ns is None
     for i in range(10):
         buf.push(Chunk(i * 100, np.full((2, 2), i, np.uint8)))
-    frames = buf.window(now_ns=900, window_s=0.5e-6, max_frames=3)  # t in (400, 900]
-    assert [int(f[0, 0]) for f in frames] == [5, 7, 9]
-    assert buf.window(now_ns=900, window_s=0.5e-6, max_frames=10)[-1][0, 0] == 9
+    assert buf.newest_t_ns == 900 and buf.pushed == 10

@@ -18,8 +18,7 @@ from edge_mer.backends.registry import create_backend
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.bundle.labels import to_canonical
 from edge_mer.bundle.loader import Bundle
-from edge_mer.pipeline.assembly import choose_eeg_encoder
-from edge_mer.pipeline.runners import EegRunner, FaceRunner, ModalityRunner
+from edge_mer.pipeline.runners import EegRunner, FaceRunner, ModalityRunner, choose_eeg_encoder
 from edge_mer.preprocess.face import FacePreprocessor
 from edge_mer.preprocess.face_detect import create_detector
 from edge_mer.sources.base import Chunk

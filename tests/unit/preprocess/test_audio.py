@@ -26,6 +26,7 @@ from edge_mer.preprocess.audio import (
     resample,
     to_mono,
 )
+from edge_mer.names import ReasonCode
 from edge_mer.preprocess.base import Invalid
 
 librosa = pytest.importorskip("librosa")
@@ -206,9 +207,9 @@ def test_peak_frame_dbfs_of_known_levels() -> None:
 
 def test_silence_is_invalid() -> None:
     pre = AudioPreprocessor()
-    assert pre.process(np.zeros(16000, dtype=np.int16), 16000) == Invalid("silence")
+    assert pre.process(np.zeros(16000, dtype=np.int16), 16000) == Invalid(ReasonCode.SILENCE)
     quiet = np.random.default_rng(0).normal(0.0, 1e-4, 32000).astype(np.float32)  # about -80 dBFS
-    assert pre.process(quiet, 16000) == Invalid("silence")
+    assert pre.process(quiet, 16000) == Invalid(ReasonCode.SILENCE)
     assert pre.process(quiet * 1000, 16000).shape == (1, 64, 201)  # about -20 dBFS: speech-loud
 
 
@@ -237,8 +238,8 @@ def test_real_clip_is_model_input(clip: tuple[np.ndarray, int]) -> None:
 def test_too_short_is_invalid_and_time_axis_is_dynamic() -> None:
     pre = AudioPreprocessor(AudioParams(deltas=2))
     loud = _tone(440.0, 16000, seconds=3.0, amplitude=0.3)
-    assert pre.process(loud[:15999], 16000) == Invalid("too short")
-    assert pre.process(loud[:8000], 16000) == Invalid("too short")
+    assert pre.process(loud[:15999], 16000) == Invalid(ReasonCode.TOO_SHORT)
+    assert pre.process(loud[:8000], 16000) == Invalid(ReasonCode.TOO_SHORT)
     for n in (16000, 21920, 32000, 48000):
         out = pre.process(loud[:n], 16000)
         assert out.shape == pre.output_shape(n) == (3, 64, 1 + n // 160)

@@ -13,6 +13,7 @@ from scipy import signal
 
 from edge_mer.config import from_dict, to_dict
 from edge_mer.errors import ConfigError, InputError
+from edge_mer.names import ReasonCode
 from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.eeg import (
     EegParams,
@@ -197,7 +198,7 @@ def test_tolerated_bad_channel_is_filled_and_more_are_reported() -> None:
 
 def test_short_window_is_invalid() -> None:
     pre = EegPreprocessor(EegParams(channels=CYTON, window_s=4.0))
-    assert pre.process(eeg_block(CYTON, seconds=3.9), CYTON, 250) == Invalid("short window")
+    assert pre.process(eeg_block(CYTON, seconds=3.9), CYTON, 250) == Invalid(ReasonCode.SHORT_WINDOW)
 
 
 def test_bad_source_rate_is_an_input_error() -> None:

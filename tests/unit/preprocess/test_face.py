@@ -8,6 +8,7 @@ import pytest
 
 from edge_mer.config import from_dict
 from edge_mer.errors import ConfigError, InputError
+from edge_mer.names import ReasonCode
 from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.face import FaceParams, FacePreprocessor, prepare_crops, square_crop
 from edge_mer.preprocess.face_detect import FaceDetectorOptions, create_detector, haar_cascade_path
@@ -97,8 +98,8 @@ def test_haar_finds_a_real_face_and_the_preprocessor_crops_it(ck_face: np.ndarra
     assert abs((x + w / 2) - 320) < 25 and abs((y + h / 2) - 220) < 25 and w > 150
     batch = pre.process([scene, np.zeros_like(scene), scene])
     assert isinstance(batch, np.ndarray) and batch.shape == (2, 1, 64, 64)
-    assert pre.process([np.zeros_like(scene)]) == Invalid("no face")
-    assert pre.process([]) == Invalid("no frames")
+    assert pre.process([np.zeros_like(scene)]) == Invalid(ReasonCode.NO_FACE)
+    assert pre.process([]) == Invalid(ReasonCode.NO_FRAMES)
 
 
 @pytest.mark.shared

@@ -10,29 +10,34 @@ from pathlib import Path
 import pytest
 
 from edge_mer.errors import ConfigError
-from edge_mer.pipeline.config import HttpConfig, LslConfig, OutputsConfig
-from edge_mer.sinks.http import HttpSink
-from edge_mer.sinks.jsonl import JsonlSink, dumps_decision
-from edge_mer.sinks.lsl import LslSink
-from edge_mer.sinks.registry import SINKS, build_sinks
+from edge_mer.results import Decision, dumps_json
+from edge_mer.sinks.http import HttpConfig, HttpSink
+from edge_mer.sinks.jsonl import JsonlSink
+from edge_mer.sinks.lsl import LslConfig, LslSink
+from edge_mer.sinks.registry import SINKS, OutputsConfig, build_sinks
 
 
 def decision(i: int) -> dict:
     return {"t": 1.5 + i, "label": "happy", "probs": {"happy": 0.75, "sad": 0.25}, "valence": 0.6, "arousal": 0.3,
-            "modalities": {"face": {"valid": True, "reason": None, "label": "happy", "probs": {"happy": 1.0},
-                                    "latency_ms": 4.2},
-                           "eeg": {"valid": False, "reason": "stale", "label": None, "probs": {}, "latency_ms": 0.0}},
+            "modalities": {"face": {"valid": True, "reason": None, "reason_code": None, "label": "happy",
+                                    "probs": {"happy": 1.0}, "latency_ms": 4.2},
+                           "eeg": {"valid": False, "reason": "stale", "reason_code": "stale", "label": None,
+                                   "probs": {}, "latency_ms": 0.0}},
             "latency_ms": 9.5 + i}
+
+
+def typed(i: int) -> Decision:
+    return Decision.from_json(decision(i))
 
 
 def test_file_appends_one_compact_line_per_decision(tmp_path: Path) -> None:
     path = tmp_path / "decisions.jsonl"
     with JsonlSink(str(path)) as sink:
-        sink.emit(decision(0))
-        sink.emit(decision(1))
+        sink.emit(typed(0))
+        sink.emit(typed(1))
         assert path.read_text().count("\n") == 2  # flushed as written, before close
     with JsonlSink(str(path)) as sink:  # a second run appends
-        sink.emit(decision(2))
+        sink.emit(typed(2))
     lines = path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == [decision(0), decision(1), decision(2)]
     assert ": " not in lines[0] and ", " not in lines[0]
@@ -44,7 +49,7 @@ def test_close_is_idempotent_and_emit_after_close_fails(tmp_path: Path) -> None:
     sink.close()
     sink.close()
     with pytest.raises(RuntimeError, match="before open"):
-        sink.emit(decision(0))
+        sink.emit(typed(0))
 
 
 def test_missing_directory_is_a_clear_config_error(tmp_path: Path) -> None:
@@ -60,8 +65,8 @@ def test_missing_directory_is_a_clear_config_error(tmp_path: Path) -> None:
 
 def test_stdout_with_capsys_is_never_closed(capsys: pytest.CaptureFixture[str]) -> None:
     with JsonlSink("-") as sink:
-        sink.emit(decision(0))
-        sink.emit(decision(1))
+        sink.emit(typed(0))
+        sink.emit(typed(1))
     assert not sys.stdout.closed
     print("after")
     out = capsys.readouterr().out.splitlines()
@@ -71,10 +76,11 @@ def test_stdout_with_capsys_is_never_closed(capsys: pytest.CaptureFixture[str]) 
 
 def test_stdout_lines_reach_a_pipe_before_the_process_ends() -> None:
     script = ("import sys, json\n"
+              "from edge_mer.results import Decision\n"
               "from edge_mer.sinks.jsonl import JsonlSink\n"
               "sink = JsonlSink('-'); sink.open()\n"
               "for i in range(3):\n"
-              "    sink.emit({'i': i, 'label': 'neutral'})\n"
+              "    sink.emit(Decision(float(i), 'neutral', {'neutral': 1.0}, 0.0, 0.0, (), 1.0))\n"
               "    sys.stderr.write('emitted\\n'); sys.stderr.flush()\n"
               "    sys.stdin.readline()\n"  # the parent reads our line before we go on
               "sink.close()\n"
@@ -89,12 +95,12 @@ def test_stdout_lines_reach_a_pipe_before_the_process_ends() -> None:
         proc.stdin.flush()
     rest, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert got == [{"i": i, "label": "neutral"} for i in range(3)]
+    assert [(d["t"], d["label"]) for d in got] == [(float(i), "neutral") for i in range(3)]
     assert rest == "still open\n"
 
 
 def test_non_finite_floats_become_null() -> None:
-    line = dumps_decision({"valence": math.nan, "probs": {"x": math.inf}, "ok": 1.0, "s": "é"})
+    line = dumps_json({"valence": math.nan, "probs": {"x": math.inf}, "ok": 1.0, "s": "é"})
     assert json.loads(line) == {"valence": None, "probs": {"x": None}, "ok": 1.0, "s": "é"}
 
 
@@ -113,7 +119,8 @@ def test_sink_modules_import_without_optional_libraries() -> None:
               "for name in ('aiohttp', 'prometheus_client', 'pylsl'):\n"
               "    sys.modules[name] = None\n"  # makes `import name` raise ImportError
               "import edge_mer.sinks.registry as r\n"
-              "from edge_mer.pipeline.config import HttpConfig, LslConfig\n"
+              "from edge_mer.sinks.http import HttpConfig\n"
+              "from edge_mer.sinks.lsl import LslConfig\n"
               "from edge_mer.errors import ConfigError\n"
               "for sink in (r.HttpSink(HttpConfig(port=0)), r.LslSink(LslConfig())):\n"
               "    try:\n"

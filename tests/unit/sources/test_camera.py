@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from edge_mer.errors import SensorError
-from edge_mer.pipeline.config import CameraConfig
-from edge_mer.sources.camera import CameraSource, device_kind
+from edge_mer.sources.camera import CameraConfig, CameraSource, device_kind
 
 FPS, SECONDS, W, H = 30.0, 2.0, 320, 240
 N_FRAMES = int(FPS * SECONDS)

@@ -16,12 +16,21 @@ import numpy as np
 import pytest
 
 from edge_mer.errors import SensorError
-from edge_mer.pipeline.config import MicrophoneConfig
-from edge_mer.sources.microphone import AudioRing, MicrophoneSource, select_input_device, speech_source
+from edge_mer.sources.microphone import AudioRing, MicrophoneConfig, MicrophoneSource, select_input_device
+from edge_mer.sources.registry import create_source
 
-pytest.importorskip("pyaudio")
+pyaudio = pytest.importorskip("pyaudio")
 
-from edge_mer.sources.microphone import list_input_devices  # noqa: E402
+
+def list_input_devices() -> list[dict]:
+    """PortAudio's input devices as PyAudio reports them (to decide whether this host can run hardware tests)."""
+    pa = pyaudio.PyAudio()
+    try:
+        infos = (pa.get_device_info_by_index(i) for i in range(pa.get_device_count()))
+        return [dict(d) for d in infos if int(d.get("maxInputChannels", 0)) > 0]
+    finally:
+        pa.terminate()
+
 
 # PortAudio device-info dicts as PyAudio returns them (only the keys selection reads).
 DEVICES = [
@@ -96,7 +105,7 @@ def test_ring_overflow_drops_the_oldest_and_counts() -> None:
 
 
 def test_speech_source_picks_the_microphone_without_a_file() -> None:
-    assert isinstance(speech_source(MicrophoneConfig()), MicrophoneSource)
+    assert isinstance(create_source("speech", "microphone", MicrophoneConfig()), MicrophoneSource)
 
 
 @pytest.mark.hardware
@@ -117,9 +126,12 @@ def test_default_microphone_captures_a_second() -> None:
 
 NULL_CAPTURE = """
 import json, sys, time
-from edge_mer.pipeline.config import MicrophoneConfig
-from edge_mer.sources.microphone import MicrophoneSource, list_input_devices
-if "default" not in [d["name"] for d in list_input_devices()]:
+import pyaudio
+from edge_mer.sources.microphone import MicrophoneConfig, MicrophoneSource
+pa = pyaudio.PyAudio()
+inputs = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
+pa.terminate()
+if "default" not in [d["name"] for d in inputs if int(d.get("maxInputChannels", 0)) > 0]:
     print(json.dumps(None)); sys.exit()
 sizes, dtypes, stamps = set(), set(), []
 with MicrophoneSource(MicrophoneConfig(device="default", rate=16000, channels=2, chunk_ms=20.0, buffer_s=1.0)) as mic:
@@ -161,8 +173,7 @@ def test_a_missing_pyaudio_is_a_sensor_error_naming_the_install() -> None:
 
     code = ("import sys; sys.modules['pyaudio'] = None\n"  # what `import pyaudio` sees without the package
             "from edge_mer.errors import SensorError\n"
-            "from edge_mer.pipeline.config import MicrophoneConfig\n"
-            "from edge_mer.sources.microphone import MicrophoneSource\n"
+            "from edge_mer.sources.microphone import MicrophoneConfig, MicrophoneSource\n"
             "try:\n    MicrophoneSource(MicrophoneConfig()).open()\n"
             "except SensorError as exc:\n    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,4 +1,4 @@
-"""WavFileSource and speech_source on real sound files written with soundfile."""
+"""WavFileSource, SoundFileReader and the registry's "wav" speech source on real sound files written with soundfile."""
 from __future__ import annotations
 
 import threading
@@ -10,10 +10,10 @@ import pytest
 
 sf = pytest.importorskip("soundfile")
 
-from edge_mer.errors import SensorError  # noqa: E402
-from edge_mer.pipeline.config import MicrophoneConfig  # noqa: E402
-from edge_mer.sources.microphone import speech_source  # noqa: E402
-from edge_mer.sources.wav import WavFileSource, chunk_samples, mix_down  # noqa: E402
+from edge_mer.errors import ConfigError, SensorError  # noqa: E402
+from edge_mer.sources.microphone import MicrophoneConfig  # noqa: E402
+from edge_mer.sources.registry import create_source  # noqa: E402
+from edge_mer.sources.wav import SoundFileReader, WavFileSource, chunk_samples, mix_down  # noqa: E402
 
 
 def _tone(rate: int, seconds: float, hz: float, amp: float) -> np.ndarray:
@@ -102,5 +102,31 @@ def test_mix_down_handles_a_tail_shorter_than_its_channel_count() -> None:
 
 
 def test_speech_source_picks_the_file_when_configured(mono_float: Path) -> None:
-    source = speech_source(MicrophoneConfig(file=mono_float, chunk_ms=40.0))
+    source = create_source("speech", "wav", MicrophoneConfig(file=mono_float, chunk_ms=40.0))
     assert isinstance(source, WavFileSource) and source.pace and source.chunk_ms == 40.0
+
+
+def test_wav_kind_without_a_file_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="expected a sound file path"):
+        create_source("speech", "wav", MicrophoneConfig())
+
+
+def test_reader_hands_out_consecutive_blocks_until_closed(stereo_int16: Path) -> None:
+    with SoundFileReader(stereo_int16) as reader:
+        assert (reader.rate, reader.channels, reader.subtype, reader.frames) == (22050, 2, "PCM_16", 15434)
+        first, samples = reader.read(1000)
+        assert first == 0 and samples.shape == (1000,) and samples.dtype == np.float32
+        assert [start for start, _ in reader.chunks(5000)] == [1000, 6000, 11000]
+        assert reader.position == 15434 and reader.read(10) is None  # the end of the file
+    assert reader.read(10) is None  # closed
+
+
+def test_bad_float_samples_are_a_sensor_error_naming_the_position(tmp_path: Path) -> None:
+    path = tmp_path / "nan.wav"
+    data = np.zeros(1000, np.float32)
+    data[700] = np.nan
+    sf.write(path, data, 16000, subtype="FLOAT")
+    with SoundFileReader(path, name="audio x") as reader:
+        assert reader.read(500)[0] == 0
+        with pytest.raises(SensorError, match=r"^audio x: bad samples at sample 500 \(0\.031 s\): .*NaN"):
+            reader.read(500)

@@ -5,7 +5,9 @@ shape inference and sums a per-operator formula over the nodes of the main
 graph.  One multiply-add counts as **2 FLOPs**, the convention under which a
 matrix multiply of ``[M, K] @ [K, N]`` costs ``2*M*N*K`` and under which the
 throughput of a measured matrix multiply is quoted (see
-``benchmarks/flops_vs_matmul.py``).
+``flops_vs_matmul.py``, which imports this module as a sibling).  It lives
+beside the benchmark scripts rather than in ``edge_mer``: counting FLOPs is
+host-side analysis, and the device runtime never does it.
 
 The formulas (``Y`` is the output, ``X`` the first input, ``numel`` an
 element count):

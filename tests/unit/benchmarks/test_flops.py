@@ -1,6 +1,7 @@
-"""Tests for edge_mer.bench.flops: hand-counted FLOPs of small ONNX graphs, shape errors, the default face encoder."""
+"""Tests for benchmarks/flops.py: hand-counted FLOPs of small ONNX graphs, shape errors, the default face encoder."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,9 +10,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_mer.bench.flops import count_flops
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.errors import InputError
+
+# benchmarks/ is a folder of scripts, not a package; its scripts import flops.py as a sibling the same way.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+from flops import count_flops  # noqa: E402
 
 Dims = Sequence[int | str]
 

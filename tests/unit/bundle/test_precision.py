@@ -7,7 +7,7 @@ import pytest
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.bundle.schema import FileEntry, PrecisionReport
 from edge_mer.errors import BundleError
-from edge_mer.pipeline.assembly import resolve_precision
+from edge_mer.bundle.precision import resolve_precision
 
 FAKE = FileEntry("face/x.onnx", "0" * 64)
 

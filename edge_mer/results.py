@@ -1,0 +1,137 @@
+"""The typed results every layer shares: one modality's contribution, and the fused decision.
+
+:class:`Decision` is what the scheduler makes and every sink, the bench and
+the calibration tools read (by attribute); :meth:`Decision.to_json` is the
+one place that spells the decision format (the JSON lines output, /state,
+/ws, LSL), and :meth:`Decision.from_json` reads it back.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_mer.errors import InputError
+from edge_mer.names import ReasonCode
+
+
+@dataclass(frozen=True)
+class ModalityResult:
+    """One encoder's output for one decision tick, on canonical labels.
+
+    ``probs`` maps canonical labels (plus labels kept under their own name,
+    such as ``boredom``) to probabilities summing to 1; it is empty when the
+    modality is invalid, and then ``code`` says why and ``reason`` says it for
+    people (``"no face"``, ``"stale: newest data 1.2 s old"``, ``"bad channels ..."``).
+    """
+
+    modality: str
+    encoder: str
+    valid: bool
+    reason: str | None = None
+    probs: dict[str, float] = field(default_factory=dict)
+    latency_ms: float = 0.0
+    #: Daemon-clock time of the newest sample this result examined, valid or not ("silence" and "no face"
+    #: examined their window); None when it examined none (no data, stale, failed). Not part of the JSON.
+    newest_t_ns: int | None = None
+    code: ReasonCode | None = None
+
+    @property
+    def label(self) -> str | None:
+        return max(self.probs, key=self.probs.get) if self.valid and self.probs else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"valid": self.valid, "reason": self.reason, "reason_code": None if self.code is None else self.code.value,
+                "label": self.label, "probs": {k: round(v, 6) for k, v in self.probs.items()},
+                "latency_ms": round(self.latency_ms, 3)}
+
+    @classmethod
+    def invalid(cls, modality: str, encoder: str, code: ReasonCode, reason: str | None = None,
+                latency_ms: float = 0.0, newest_t_ns: int | None = None) -> ModalityResult:
+        """An invalid result; ``reason`` defaults to the code's plain text."""
+        return cls(modality, encoder, False, reason or code.text, {}, latency_ms, newest_t_ns, code)
+
+    @classmethod
+    def from_json(cls, modality: str, data: Mapping[str, Any]) -> ModalityResult:
+        """One entry of a decision's ``modalities`` read back (the encoder name is not in the JSON)."""
+        code = data.get("reason_code")
+        try:
+            return cls(modality, modality, bool(data["valid"]), data.get("reason"),
+                       {str(k): float(v) for k, v in data.get("probs", {}).items()},
+                       float(data.get("latency_ms", 0.0)), None, None if code is None else ReasonCode(code))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"decision modality {modality!r}: not in the decision format ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One fused estimate: ``t`` (seconds, daemon or session clock), the label, probabilities,
+    valence/arousal, each modality's result, and how long the tick took."""
+
+    t: float
+    label: str
+    probs: dict[str, float]
+    valence: float
+    arousal: float
+    modalities: tuple[ModalityResult, ...]
+    latency_ms: float
+
+    def result(self, modality: str) -> ModalityResult | None:
+        """This decision's result for ``modality``, or None when it has none."""
+        return next((r for r in self.modalities if r.modality == modality), None)
+
+    def valid(self, modality: str) -> bool:
+        """Whether ``modality`` gave valid evidence to this decision."""
+        return any(r.valid for r in self.modalities if r.modality == modality)
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision format: the JSON object of one line of the JSON lines output."""
+        return {
+            "t": round(self.t, 6),
+            "label": self.label,
+            "probs": {k: round(v, 6) for k, v in self.probs.items()},
+            "valence": round(self.valence, 6),
+            "arousal": round(self.arousal, 6),
+            "modalities": {r.modality: r.to_json() for r in self.modalities},
+            "latency_ms": round(self.latency_ms, 3),
+        }
+
+    @functools.cached_property
+    def json_text(self) -> str:
+        """:meth:`to_json` as one line of strict JSON, made once however many sinks send it."""
+        return dumps_json(self.to_json())
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Decision:
+        """A decision read back from its JSON object (a line of the JSON lines output)."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"a decision must be a JSON object, got {type(data).__name__}")
+        try:
+            modalities = tuple(ModalityResult.from_json(m, r) for m, r in data["modalities"].items())
+            return cls(float(data["t"]), str(data["label"]), {str(k): float(v) for k, v in data["probs"].items()},
+                       float(data["valence"]), float(data["arousal"]), modalities, float(data["latency_ms"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"not a decision in the decision format (key or value {exc})") from None
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, +-inf) replaced by ``None``, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps_json(obj: Any) -> str:
+    """One line of strict, compact JSON (no newline): UTF-8 kept as is, NaN and Inf written as ``null``."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        # Only reached when a float is NaN or infinite: rare, so the copy is cheap enough.
+        return json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
