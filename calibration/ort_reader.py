@@ -13,9 +13,10 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader
 
+import edge_mer.backends.onnxrt  # noqa: F401 - first: it turns ONNX Runtime's telemetry off before onnxruntime loads
 from edge_mer.errors import InputError
+from onnxruntime.quantization import CalibrationDataReader  # noqa: E402
 from edge_mer_calibration.samples import Sample, batched_feeds
 
 log = logging.getLogger(__name__)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import json
 import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from edge_mer.errors import ConfigError
+from edge_mer.errors import ConfigError, EdgeMerError
 
 T = TypeVar("T")
 
@@ -48,6 +49,15 @@ def _describe(tp: Any) -> str:
         return {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false",
                 "Path": "a path string"}.get(tp.__name__, tp.__name__)
     return str(tp)
+
+
+def key_text(key: object) -> str:
+    """A key from a user's file as it may appear in a one-line message: as is when printable, else escaped."""
+    text = str(key)
+    if text.isprintable() and len(text) <= 60:
+        return text
+    shown = repr(text)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _fail(where: str, expected: Any, value: Any) -> ConfigError:
@@ -96,7 +106,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise _fail(where, tp, value)
         key_tp, val_tp = typing.get_args(tp)
-        return {_convert(key_tp, k, f"{where}"): _convert(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+        return {_convert(key_tp, k, f"{where}"): _convert(val_tp, v, f"{where}.{key_text(k)}")
+                for k, v in value.items()}
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -137,7 +148,7 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     if unknown:
         prefix = f"{where}." if where else ""
         known = ", ".join(sorted(fields))
-        raise ConfigError(f"unknown key {prefix}{unknown[0]!s} (known keys here: {known})")
+        raise ConfigError(f"unknown key {prefix}{key_text(unknown[0])} (known keys here: {known})")
     hints = _hints(cls)
     kwargs = {}
     for name, field in fields.items():
@@ -168,6 +179,73 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+
+
+#: Untrusted JSON files (manifests, sessions) larger than this are refused before parsing.
+MAX_JSON_BYTES = 4 * 1024 * 1024
+#: ... and so are those nested deeper than this (json would recurse until RecursionError).
+MAX_JSON_DEPTH = 32
+
+
+def _json_depth_ok(text: str, max_depth: int) -> bool:
+    """Whether brackets outside strings nest at most ``max_depth`` deep (a linear scan, no recursion)."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def read_json(path: str | Path, what: str, error: type[EdgeMerError] = ConfigError, *,
+              max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """An untrusted JSON file parsed, or one ``error`` line: missing, unreadable, too large, too deep, invalid.
+
+    ``what`` names the file in messages (e.g. ``"session.json"``). The size is
+    checked before reading and the nesting before parsing, so neither a huge
+    nor a deeply nested file can exhaust memory or the stack. Messages never
+    quote the file's content.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise error(f"{what} {path}: {size} bytes is more than the {max_bytes} this file may have")
+        with path.open("rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    if len(raw) > max_bytes:  # it grew while we looked
+        raise error(f"{what} {path}: more than the {max_bytes} bytes this file may have")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    if not _json_depth_ok(text, max_depth):
+        raise error(f"{what} {path} nests deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:  # an integer literal longer than Python's int-parsing limit (4300 digits)
+        raise error(f"{what} {path} holds a number too long to read (more than 4300 digits)") from None
+    except RecursionError:  # unreachable after the depth check; kept so no traceback can escape
+        raise error(f"{what} {path} nests too deep") from None
 
 
 def to_dict(obj: Any) -> Any:

@@ -26,8 +26,8 @@ PrecisionChoice = Literal["auto", Precision]
 Modality = Literal["face", "speech", "eeg"]
 MODALITIES: tuple[Modality, ...] = typing.get_args(Modality)
 
-#: What /healthz says about one source.
-SourceStatus = Literal["running", "failed", "ended", "stopped"]
+#: What /healthz says about one source (``stalled``: running, but silent for longer than its stale limit).
+SourceStatus = Literal["running", "stalled", "failed", "ended", "stopped"]
 SOURCE_STATES: tuple[SourceStatus, ...] = typing.get_args(SourceStatus)
 
 #: The daemon's overall health.

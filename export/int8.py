@@ -68,8 +68,11 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper
+
+# First: it turns ONNX Runtime's telemetry off, which has to happen before onnxruntime is imported.
+from edge_mer.backends.onnxrt import onnxruntime_module
+import onnxruntime as ort
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       create_calibrator, quantize_static)
 
@@ -329,6 +332,7 @@ def make_int8(src: Path, dst: Path, reader_factory: ReaderFactory, *, method: Me
     come from :func:`~edge_mer_export.onnx_checks.prepare_model`.  The output
     passes :func:`~edge_mer_export.qdq_lint.check_qdq`.
     """
+    onnxruntime_module()  # telemetry events off before the quantizer creates its sessions
     src, dst = Path(src), Path(dst)
     if method not in METHODS:
         raise ExportError(f"calibration method {method!r}: expected one of {', '.join(METHODS)}")

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper
 
-from edge_mer.backends.onnxrt import first_line, ort_errors
+# onnxruntime is reached through the backend module, which imports it with its telemetry off.
+from edge_mer.backends.onnxrt import first_line, onnxruntime_module, ort_errors
 from edge_mer_export.errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def sample_feed(model: onnx.ModelProto, dims: Mapping[str, int] | None = None, s
 def run_model(model: onnx.ModelProto | Path, feed: Mapping[str, np.ndarray], *, optimize: bool = False
               ) -> dict[str, np.ndarray]:
     """Outputs of ``model`` on ONNX Runtime's CPU provider; without ``optimize`` the graph runs as written."""
+    ort = onnxruntime_module()
     options = ort.SessionOptions()
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

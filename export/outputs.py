@@ -10,7 +10,7 @@ from pathlib import Path
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.bundle.loader import MANIFEST, Bundle
 from edge_mer.bundle.schema import FORMAT, EncoderSpec, FusionSpec, Manifest, PrecisionReport
-from edge_mer.bundle.writer import file_entry, write_manifest
+from edge_mer.bundle.writer import external_data_of, file_entry, write_manifest
 from edge_mer.config import to_dict
 from edge_mer_export.errors import ExportError
 
@@ -37,12 +37,28 @@ def bundle_from_onnx(model: Path, entry: Path, work: Path) -> Bundle:
     root = work / "source_bundle"
     (root / name).mkdir(parents=True)
     shutil.copyfile(model, root / name / model.name)
-    data["models"] = {"fp32": {"path": f"{name}/{model.name}", "sha256": file_entry(root, f"{name}/{model.name}").sha256}}
+    _copy_external_data(model, root, name)
+    data["models"] = {"fp32": to_dict(file_entry(root, f"{name}/{model.name}"))}
     affect = load_bundle(default_bundle_path()).manifest.affect
     manifest = {"format": FORMAT, "name": f"{name}-export", "version": "0.0.0", "encoders": {name: data},
                 "affect": to_dict(affect), "fusion": to_dict(FusionSpec(weights={name: 1.0}))}
     (root / MANIFEST).write_text(json.dumps(manifest))
     return load_bundle(root)
+
+
+def _copy_external_data(model: Path, root: Path, name: str) -> None:
+    """Copy the external-data files of the bare ONNX ``model`` beside its copy in ``root/name``.
+
+    Their locations are checked as the loader checks a bundle's (relative,
+    inside the model's directory), and the copies are hashed into the
+    manifest entry by :func:`file_entry`.
+    """
+    for relative in external_data_of(model.parent, model.name):
+        source = model.parent / relative
+        if not source.is_file():
+            raise ExportError(f"ONNX source {model} keeps tensors in {source}, which does not exist")
+        (root / name / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, root / name / relative)
 
 
 def start_output(source: Bundle, out: Path) -> Path:

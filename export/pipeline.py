@@ -18,6 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_mer.backends.base import ModelFile, ModelRef
+# Before the calibration readers, which import onnxruntime: this module turns its telemetry off first.
+from edge_mer.backends.onnxrt import onnxruntime_module
 from edge_mer.backends.options import BackendOptions, OrtOptions
 from edge_mer.backends.registry import create_backend
 from edge_mer.numeric import softmax
@@ -179,6 +181,7 @@ def spec_label(spec: EncoderSpec, canonical: str | None) -> str:
 def export(cfg: ExportConfig) -> ExportResult:
     """Run the whole export and write the bundle and its report into ``cfg.out``."""
     started = time.monotonic()
+    onnxruntime_module()  # telemetry events off before the first session
     with tempfile.TemporaryDirectory(prefix="edge-mer-export-") as tmp:
         work = Path(tmp)
         bundle = (bundle_from_onnx(cfg.source, cfg.entry, work) if cfg.entry is not None

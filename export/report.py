@@ -2,13 +2,14 @@
 
 :func:`write_report` turns an :class:`ExportReport` (gate verdicts, latencies
 and the raw outputs the verdicts were computed from) into two files and a
-``plots/`` folder beside them.  Arrays go into the plots only, never into the
-JSON.  Output depends only on the report's content: plots are drawn with the
-Agg canvas directly (no pyplot state) and saved without a software tag.
+``plots/`` folder beside them (plots need matplotlib, the ``[export]`` extra;
+without it the report says so).  Arrays go into the plots only, never into
+the JSON.  Plots are drawn with the Agg canvas (no pyplot state), without a software tag.
 """
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ import platform
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ PLOTS_DIR = "plots"
 #: The scatter plot draws at most this many rows (evenly spaced, so deterministic).
 MAX_SCATTER_ROWS = 5000
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+PLOTS_SKIPPED = "skipped: matplotlib is not installed (pip install 'edge-mer[export]' draws them)"
 
 
 @dataclass(frozen=True)
@@ -387,10 +389,14 @@ def report_markdown(report: ExportReport, plots: dict[str, dict[str, dict[str, s
 
 
 def write_report(out_dir: Path, report: ExportReport) -> tuple[Path, Path]:
-    """Write ``export_report.json``, ``export_report.md`` and ``plots/*.png`` under ``out_dir``."""
+    """Write ``export_report.json``, ``export_report.md`` and (with matplotlib) ``plots/*.png`` under ``out_dir``."""
     out_dir = Path(out_dir)
     (out_dir / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
-    plots = {enc.name: _write_plots(out_dir, enc) for enc in report.encoders}
+    drawn = importlib.util.find_spec("matplotlib") is not None
+    if not drawn:  # the verdicts need no plots: say why there are none (host line and JSON) and go on
+        log.warning("export report plots %s", PLOTS_SKIPPED)
+        report = replace(report, host={**report.host, "plots": PLOTS_SKIPPED})
+    plots = {enc.name: _write_plots(out_dir, enc) for enc in report.encoders} if drawn else {}
     json_path = out_dir / JSON_NAME
     json_path.write_text(json.dumps(report_json(report, plots), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path = out_dir / MARKDOWN_NAME

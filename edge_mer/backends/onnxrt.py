@@ -1,9 +1,26 @@
-"""ONNX Runtime backend: the CPU default, and CUDA/TensorRT execution providers where present."""
+"""ONNX Runtime backend: the CPU default, and CUDA/TensorRT execution providers where present.
+
+ONNX Runtime's telemetry is off: on Linux, onnxruntime records an event with
+the interpreter's path, the OS and CPU in
+``~/.cache/Microsoft/DeveloperTools/.onnxruntime/`` as soon as it is imported,
+unless ``ORT_DISABLE_TELEMETRY`` is set at that import. Importing this module
+sets it (unless the user did: ``ORT_DISABLE_TELEMETRY=0`` keeps telemetry on);
+the runtime imports onnxruntime only through this module, and the export
+tool imports this module before onnxruntime. :func:`onnxruntime_module` also
+calls ``onnxruntime.disable_telemetry_events()`` before sessions are created,
+for the events sessions send where the build has them (e.g. Windows ETW).
+
+The session reads the model from the path :func:`~edge_mer.bundle.load_bundle`
+resolved and hashed (external data beside it), so it runs those files.
+"""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
+import os
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -12,6 +29,10 @@ from edge_mer.backends.base import Backend, TensorSpec
 from edge_mer.errors import BackendError
 
 log = logging.getLogger(__name__)
+
+# At import, not in onnxruntime_module(): the calibration readers and the export tools import onnxruntime
+# themselves, and onnxruntime writes its telemetry database during that import. Child processes inherit it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 #: Preferred order when no providers are configured.
 PROVIDER_ORDER: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -37,6 +58,15 @@ def _spec(arg: Any) -> TensorSpec:
     # ORT reports unnamed dynamic axes as None; name them so feeds can be checked for consistency.
     shape = tuple(d if isinstance(d, int) else (d or f"{arg.name}:{i}") for i, d in enumerate(arg.shape))
     return TensorSpec(arg.name, shape, dtype)
+
+
+@functools.cache
+def onnxruntime_module() -> ModuleType:
+    """``onnxruntime``, imported with its telemetry events disabled (once per process)."""
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+    return onnxruntime
 
 
 def ort_errors() -> tuple[type[Exception], ...]:
@@ -66,8 +96,7 @@ class OrtBackend(Backend):
         return None
 
     def _load(self) -> None:
-        import onnxruntime as ort
-
+        ort = onnxruntime_module()
         opts = self.options.onnxruntime
         so = ort.SessionOptions()
         so.intra_op_num_threads = opts.intra_op_threads

@@ -30,8 +30,8 @@ class OrtOptions:
     graph_optimization: GraphOptimization = "all"
 
     def __post_init__(self) -> None:
-        require(self.intra_op_threads >= 0, f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
-        require(self.inter_op_threads >= 0, f"inter_op_threads must be >= 0, got {self.inter_op_threads}")
+        require(0 <= self.intra_op_threads <= 256, f"intra_op_threads must be in 0..256, got {self.intra_op_threads}")
+        require(0 <= self.inter_op_threads <= 256, f"inter_op_threads must be in 0..256, got {self.inter_op_threads}")
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,16 @@ class TrtOptions:
     timing_cache: bool = True
 
     def __post_init__(self) -> None:
-        require(self.workspace_mib > 0, f"workspace_mib must be > 0, got {self.workspace_mib}")
-        require(self.device >= 0, f"device must be >= 0, got {self.device}")
+        require(0 < self.workspace_mib <= 1 << 20, f"workspace_mib must be in 1..{1 << 20}, got {self.workspace_mib}")
+        require(0 <= self.device <= 64, f"device must be in 0..64, got {self.device}")
         require(0 <= self.builder_optimization_level <= 5,
                 f"builder_optimization_level must be in 0..5, got {self.builder_optimization_level}")
-        require(1 <= self.opt_batch <= self.max_batch,
-                f"need 1 <= opt_batch <= max_batch, got opt_batch={self.opt_batch} max_batch={self.max_batch}")
+        require(1 <= self.opt_batch <= self.max_batch <= 4096, f"need 1 <= opt_batch <= max_batch <= 4096, "
+                                                               f"got opt_batch={self.opt_batch} max_batch={self.max_batch}")
         for name, rng in self.dynamic_dims.items():
             lo, opt, hi = rng
-            require(1 <= lo <= opt <= hi, f"dynamic_dims.{name} must satisfy 1 <= min <= opt <= max, got {list(rng)}")
+            require(1 <= lo <= opt <= hi <= 1 << 20,
+                    f"dynamic_dims.{name} must satisfy 1 <= min <= opt <= max <= {1 << 20}, got {list(rng)}")
 
     def resolved_cache_dir(self) -> Path:
         """The engine cache directory, with the XDG default applied."""

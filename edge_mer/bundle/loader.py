@@ -1,37 +1,39 @@
 """Loading a bundle directory: schema, files, hashes and ONNX signatures.
 
-Loading reads the manifest, hashes every file and reads each ONNX graph's
-inputs and outputs; it never creates an inference session (that happens
-when a backend is asked for), so it stays cheap.
+Loading reads the manifest (size- and depth-bounded), hashes every file a
+model loads (the ``.onnx`` and its external-data files) and reads each ONNX
+graph's inputs, outputs and operator domains; it never creates an inference
+session (that happens when a backend is asked for), so it stays cheap.
+
+Every path is resolved once, here, and refused unless it stays inside the
+bundle directory; backends get those resolved paths, so they open the files
+that were hashed. A file replaced between :func:`load_bundle` and a backend's
+``load()`` is not detected: bundles are untrusted at rest, and whoever can
+write into the bundle directory while the daemon starts can equally change
+what it runs.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edge_mer.backends.base import ModelFile, ModelRef
+from edge_mer.bundle.onnx_files import (check_digest, check_domains, external_data_paths, inside, parse_model,
+                                        read_bounded)
+from edge_mer.bundle.onnx_files import sha256_file as sha256_file
 from edge_mer.bundle.schema import _PARAMS_BY_MODALITY, EncoderSpec, FileEntry, FusionHead, Manifest, TensorInfo
 from edge_mer.names import MODALITIES
-from edge_mer.config import from_dict
-from edge_mer.errors import BundleError, ConfigError, IntegrityError
+from edge_mer.config import from_dict, read_json
+from edge_mer.errors import BundleError, ConfigError, EdgeMerError
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 3: "int8", 2: "uint8", 9: "bool"}
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_manifest(data: Any) -> Manifest:
@@ -56,17 +58,19 @@ def _typed_preprocessing(name: str, encoder: Any) -> Any:
     return dict(encoder, preprocessing=params)
 
 
-def _onnx_signature(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    import onnx  # lazy: only bundle validation needs it
-    from google.protobuf.message import DecodeError
+@dataclass(frozen=True)
+class _ModelTensor:
+    """An input or output as the ONNX file declares it (unvalidated: the manifest is what gets bounded)."""
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, OSError, ValueError) as exc:
-        raise BundleError(f"{path} is not a readable ONNX model: {exc}") from None
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+
+
+def _onnx_signature(model: Any, path: Path) -> tuple[list[_ModelTensor], list[_ModelTensor]]:
     initializers = {t.name for t in model.graph.initializer}
 
-    def info(values: Any) -> list[TensorInfo]:
+    def info(values: Any) -> list[_ModelTensor]:
         out = []
         for v in values:
             if v.name in initializers:
@@ -77,13 +81,13 @@ def _onnx_signature(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
             if dtype is None:
                 raise BundleError(f"{path}: tensor {v.name} has ONNX element type {t.elem_type}, "
                                   f"expected one of {', '.join(_ONNX_DTYPES.values())}")
-            out.append(TensorInfo(v.name, dims, dtype))
+            out.append(_ModelTensor(v.name, dims, dtype))
         return out
 
     return info(model.graph.input), info(model.graph.output)
 
 
-def _check_tensors(where: str, declared: tuple[TensorInfo, ...], actual: list[TensorInfo]) -> None:
+def _check_tensors(where: str, declared: tuple[TensorInfo, ...], actual: list[_ModelTensor]) -> None:
     by_name = {t.name: t for t in actual}
     if sorted(by_name) != sorted(t.name for t in declared):
         raise BundleError(f"{where}: model has tensors {sorted(by_name)}, manifest declares "
@@ -121,7 +125,8 @@ class Bundle:
             raise BundleError(f"bundle {self.manifest.name} has no encoder {name!r} (has: {known})") from None
 
     def path(self, entry: FileEntry) -> Path:
-        return self.root / entry.path
+        """The file ``entry`` names, symlinks resolved; a BundleError if that leaves the bundle directory."""
+        return inside(self.root, entry.path)
 
     def model_ref(self, name: str, precision: str = "fp32") -> ModelRef:
         """What a backend needs to run encoder ``name`` at ``precision``."""
@@ -135,7 +140,8 @@ class Bundle:
         if precision not in models:
             raise BundleError(f"{what} has no {precision} model in bundle {self.manifest.name} "
                               f"(has: {', '.join(models)})")
-        files = {p: ModelFile(self.path(f), f.sha256) for p, f in models.items()}
+        # content_sha256 covers external data too, so engine caches keyed on it see new weights.
+        files = {p: ModelFile(self.path(f), f.content_sha256) for p, f in models.items()}
         return ModelRef(name=name, precision=precision, files=files)
 
     def summary(self) -> str:
@@ -153,25 +159,55 @@ class Bundle:
         return "\n".join(lines)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(data: Any, manifest_path: Path) -> None:
+    """Refuse strings with lone surrogates (``"\\ud800"`` escapes): no file name or output can encode them."""
+    todo: list[tuple[Any, str]] = [(data, "")]
+    while todo:
+        node, key = todo.pop()
+        texts = [node] if isinstance(node, str) else list(node) if isinstance(node, dict) else []
+        if any(_SURROGATE.search(t) for t in texts):
+            raise BundleError(f"{manifest_path}: {key.lstrip('.') or 'the manifest'} has a lone UTF-16 surrogate "
+                              "(a \\ud800-\\udfff escape); expected Unicode text")
+        if isinstance(node, dict):
+            todo += [(v, f"{key}.{k}") for k, v in node.items()]
+        elif isinstance(node, list):
+            todo += [(v, f"{key}[{i}]") for i, v in enumerate(node)]
+
+
+def _one_line(text: str) -> str:
+    # Manifest keys and ONNX node names are quoted into messages; their control characters must not
+    # split the one line an entry point prints.
+    return "".join(ch if ch >= " " else repr(ch)[1:-1] for ch in text)
+
+
 def load_bundle(root: str | Path, *, verify_hashes: bool = True) -> Bundle:
     """Read and validate the bundle in ``root``.
 
     Raises :class:`BundleError` (one line, naming the file or key) for a
-    missing or malformed manifest, a missing file, an ONNX signature that
-    does not match the manifest, and :class:`IntegrityError` for a file whose
-    sha256 differs from the manifest.
+    missing, oversized, too deeply nested or malformed manifest, a missing
+    file or one outside the bundle directory, an external-data file the
+    manifest does not list, an operator domain no backend runs, an ONNX
+    signature that does not match the manifest, and :class:`IntegrityError`
+    for a file (external data included) whose sha256 differs from the manifest.
     """
-    root = Path(root)
+    try:
+        return _load(Path(root), verify_hashes)
+    except EdgeMerError as exc:
+        raise type(exc)(_one_line(str(exc))) from None
+
+
+def _load(root: Path, verify_hashes: bool) -> Bundle:
     manifest_path = root / MANIFEST
     if not root.is_dir():
         what = "is not a directory" if root.exists() else "does not exist"
         raise BundleError(f"bundle directory {root} {what}")
     if not manifest_path.is_file():
         raise BundleError(f"{manifest_path} is missing; a bundle directory needs a {MANIFEST}")
-    try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from None
+    data = read_json(manifest_path, MANIFEST, BundleError)
+    _check_text(data, manifest_path)
     try:
         manifest = parse_manifest(data)
     except ConfigError as exc:
@@ -182,25 +218,50 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True) -> Bundle:
     return bundle
 
 
-def _check_files(bundle: Bundle, verify_hashes: bool) -> None:
-    for entry in bundle.manifest.files():
-        path = bundle.path(entry)
-        if not path.is_file():
-            raise BundleError(f"bundle file {path} is missing")
+def _check_model(bundle: Bundle, entry: FileEntry, verify_hashes: bool) -> Any:
+    """The parsed model of ``entry`` after checking it and its external-data files (presence, sha256, paths)."""
+    path = bundle.path(entry)
+    if not path.is_file():
+        raise BundleError(f"bundle file {path} is missing")
+    data = read_bounded(path)
+    if verify_hashes:
+        check_digest(path, hashlib.sha256(data).hexdigest(), entry.sha256)
+    model = parse_model(data, path)
+    used = external_data_paths(model, entry.path, path)
+    # The backend reads external data beside the file it loads (the resolved path): that directory
+    # must be the one the manifest's paths are relative to, or it would read files not hashed here.
+    if used and path.parent != inside(bundle.root, PurePosixPath(entry.path).parent.as_posix()):
+        raise BundleError(f"bundle file {bundle.root / entry.path} links to {path} in another directory; "
+                          "a model with external data must lie in the directory the manifest names")
+    listed = {PurePosixPath(e.path).as_posix(): e for e in entry.external_data}
+    for relative in used:
+        if relative not in listed:
+            raise BundleError(f"bundle file {bundle.root / relative} holds external data of {path} but is not "
+                              f"listed in the manifest's external_data of {entry.path}")
+    for relative, data_entry in listed.items():
+        if relative not in used:
+            raise BundleError(f"manifest lists external_data {relative} of {entry.path}, which {path} does not use")
+        data_path = bundle.path(data_entry)
+        if not data_path.is_file():
+            raise BundleError(f"bundle file {data_path} is missing (external data of {entry.path})")
         if verify_hashes:
-            actual = sha256_file(path)
-            if actual != entry.sha256:
-                raise IntegrityError(f"bundle file {path} fails its integrity check: sha256 {actual[:12]}... "
-                                     f"does not match the manifest's {entry.sha256[:12]}...")
+            check_digest(data_path, sha256_file(data_path), data_entry.sha256)
+    check_domains(model, path)
+    return model
+
+
+def _check_files(bundle: Bundle, verify_hashes: bool) -> None:
     for name, enc in bundle.manifest.encoders.items():
         for precision, entry in enc.models.items():
-            inputs, outputs = _onnx_signature(bundle.path(entry))
+            model = _check_model(bundle, entry, verify_hashes)
+            inputs, outputs = _onnx_signature(model, bundle.path(entry))
             where = f"encoder {name} ({precision}, {entry.path})"
             _check_tensors(where, enc.inputs, inputs)
             _check_tensors(where, enc.outputs, outputs)
     head = bundle.manifest.fusion.head
     if head is not None:
         for precision, entry in head.models.items():
-            inputs, outputs = _onnx_signature(bundle.path(entry))
+            model = _check_model(bundle, entry, verify_hashes)
+            inputs, outputs = _onnx_signature(model, bundle.path(entry))
             _check_tensors(f"fusion head ({precision}, {entry.path})", head.inputs, inputs)
             _check_tensors(f"fusion head ({precision}, {entry.path})", head.outputs, outputs)

@@ -5,6 +5,8 @@ disk (presence, sha256, ONNX signatures) live in :mod:`edge_mer.bundle.loader`.
 """
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -13,7 +15,7 @@ from typing import Literal
 import numpy as np
 
 from edge_mer.bundle.labels import CANONICAL_LABELS
-from edge_mer.config import require
+from edge_mer.config import key_text, require
 from edge_mer.names import PRECISIONS, Modality
 from edge_mer.preprocess.audio import AudioParams
 from edge_mer.preprocess.eeg import EegParams
@@ -23,22 +25,66 @@ FORMAT = "edge-mer-bundle/1"
 _PARAMS_BY_MODALITY = {"face": FaceParams, "speech": AudioParams, "eeg": EegParams}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+#: Bounds on what the manifest may ask for: paths, external-data files per model, and tensor shapes
+#: (backends and the benchmark size buffers from the fixed dimensions).
+MAX_PATH_CHARS, MAX_PART_CHARS, MAX_EXTERNAL_FILES = 1024, 255, 1024
+MAX_RANK, MAX_DIM, MAX_FIXED_ELEMENTS = 8, 1 << 20, 1 << 28
+MAX_HALF_LIFE_S = 3600.0
+#: Encoder names appear in file names (engine caches, reports) and metric labels.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 OutputKind = Literal["probs", "logits", "valence_arousal", "embedding"]
 
 
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (messages quote values from untrusted files)."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
+
+
+def check_relative_path(path: str, what: str = "path") -> None:
+    """Refuse (ConfigError) a path that is not a short relative POSIX path inside its directory."""
+    shown = _short(path)
+    require(0 < len(path) <= MAX_PATH_CHARS and all(ch >= " " and ch != "\\" for ch in path),
+            f"{what} {shown} must be 1..{MAX_PATH_CHARS} printable characters, '/' separated")
+    pure = PurePosixPath(path)
+    require(not pure.is_absolute() and ".." not in pure.parts and all(len(p) <= MAX_PART_CHARS for p in pure.parts),
+            f"{what} {shown} must be relative to the bundle directory, without '..'")
+
+
 @dataclass(frozen=True)
 class FileEntry:
-    """A file inside the bundle, by relative POSIX path, with its sha256."""
+    """A file inside the bundle, by relative POSIX path, with its sha256.
+
+    ``external_data`` lists the files an ONNX model keeps its tensors in
+    (ONNX external data), each with its own sha256, by path relative to the
+    bundle directory like every other path; most models have none, and a
+    manifest that omits the key is read as having none.
+    """
 
     path: str
     sha256: str
+    external_data: tuple[FileEntry, ...] = ()
 
     def __post_init__(self) -> None:
-        pure = PurePosixPath(self.path)
-        require(bool(self.path) and not pure.is_absolute() and ".." not in pure.parts,
-                f"path {self.path!r} must be relative to the bundle directory, without '..'")
+        check_relative_path(self.path)
         require(bool(_HEX64.match(self.sha256)), f"sha256 of {self.path} must be 64 lowercase hex digits")
+        require(len(self.external_data) <= MAX_EXTERNAL_FILES,
+                f"{self.path}: {len(self.external_data)} external_data files, expected at most {MAX_EXTERNAL_FILES}")
+        paths = [PurePosixPath(e.path).as_posix() for e in self.external_data]
+        for entry, path in zip(self.external_data, paths):
+            require(not entry.external_data, f"external_data {entry.path} of {self.path} cannot list external_data")
+            require(path != PurePosixPath(self.path).as_posix(), f"{self.path} lists itself as its external_data")
+            require(paths.count(path) == 1, f"{self.path} lists external_data {entry.path} twice")
+
+    @property
+    def content_sha256(self) -> str:
+        """One digest of everything a backend loads for this file: its sha256, or with external data,
+        the sha256 of every file's path and sha256 (engine caches key on it)."""
+        if not self.external_data:
+            return self.sha256
+        lines = [f"{e.sha256}  {e.path}" for e in (self, *sorted(self.external_data, key=lambda e: e.path))]
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -56,9 +102,15 @@ class TensorInfo:
     def __post_init__(self) -> None:
         require(bool(self.name), "tensor name must not be empty")
         require(self.dtype in _DTYPES, f"tensor {self.name}: dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}")
+        require(len(self.shape) <= MAX_RANK, f"tensor {self.name}: rank {len(self.shape)}, expected at most {MAX_RANK}")
         for d in self.shape:
-            require((isinstance(d, int) and d > 0) or (isinstance(d, str) and d != ""),
-                    f"tensor {self.name}: dimension {d!r} must be a positive int or a dynamic axis name")
+            require((isinstance(d, int) and 0 < d <= MAX_DIM) or (isinstance(d, str) and 0 < len(d) <= 64),
+                    f"tensor {self.name}: dimension {_short(d)} must be an int in 1..{MAX_DIM} "
+                    "or a dynamic axis name of 1..64 characters")
+        fixed = math.prod(d for d in self.shape if isinstance(d, int))
+        require(fixed <= MAX_FIXED_ELEMENTS,
+                f"tensor {self.name}: fixed dimensions {list(self.shape)} make {fixed} elements, "
+                f"expected at most {MAX_FIXED_ELEMENTS}")
         if self.layout is not None:
             require(len(self.layout) == len(self.shape),
                     f"tensor {self.name}: layout {self.layout!r} has {len(self.layout)} letters for rank {len(self.shape)}")
@@ -110,6 +162,11 @@ class PrecisionReport:
     reason: str | None = None
     cpu_latency_ms: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # ``auto`` precision takes the minimum of these: a NaN or negative latency would win it.
+        require(self.cpu_latency_ms is None or 0.0 <= self.cpu_latency_ms < math.inf,
+                f"cpu_latency_ms must be a finite number >= 0 or absent, got {self.cpu_latency_ms}")
 
 
 def _check_precisions(models: dict[str, FileEntry], reports: dict[str, PrecisionReport]) -> None:
@@ -204,9 +261,9 @@ class FusionSpec:
 
     def __post_init__(self) -> None:
         for name, w in self.weights.items():
-            require(w >= 0.0, f"weights.{name} must be >= 0, got {w}")
-        require(self.smoothing_half_life_s >= 0.0,
-                f"smoothing_half_life_s must be >= 0, got {self.smoothing_half_life_s}")
+            require(0.0 <= w < math.inf, f"weights.{key_text(name)} must be a finite number >= 0, got {w}")
+        require(0.0 <= self.smoothing_half_life_s <= MAX_HALF_LIFE_S,
+                f"smoothing_half_life_s must be in 0..{MAX_HALF_LIFE_S:g} s, got {self.smoothing_half_life_s}")
         require(bool(self.rule), "rule must name a fusion rule")
 
 
@@ -226,6 +283,8 @@ class Manifest:
         require(self.format == FORMAT, f"format {self.format!r} is not supported (this edge-mer reads {FORMAT})")
         require(len(self.encoders) > 0, "a bundle needs at least one encoder")
         for name, encoder in self.encoders.items():
+            require(bool(_NAME.match(name)), f"encoders: name {_short(name)} must be 1..64 letters, digits, "
+                    "'_', '.' or '-', not starting with '.' or '-'")
             for target in set(encoder.label_map.values()):
                 require(target in self.affect.valence_arousal,
                         f"encoders.{name}: label {target!r} has no affect.valence_arousal coordinates")
@@ -233,7 +292,7 @@ class Manifest:
         require(not unknown, f"fusion.weights names unknown encoder {unknown[0] if unknown else ''!r}")
 
     def files(self) -> list[FileEntry]:
-        """Every file the manifest references."""
+        """Every model file the manifest references (each entry lists its external-data files)."""
         entries = [f for e in self.encoders.values() for f in e.models.values()]
         if self.fusion.head is not None:
             entries += list(self.fusion.head.models.values())

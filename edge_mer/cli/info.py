@@ -41,9 +41,9 @@ def _version(dist: str) -> str | None:
 def _ort_providers() -> list[str]:
     if importlib.util.find_spec("onnxruntime") is None:
         return []
-    import onnxruntime
+    from edge_mer.backends.onnxrt import onnxruntime_module  # telemetry off before onnxruntime loads
 
-    return list(onnxruntime.get_available_providers())
+    return list(onnxruntime_module().get_available_providers())
 
 
 def _cameras() -> list[str]:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import logging
+import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -30,6 +32,8 @@ PLUGIN_GROUP = "edge_mer.commands"
 
 
 def _plugins() -> dict[str, str]:
+    import importlib.metadata  # lazy: 80 ms, paid after the signal handlers are in place
+
     return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)
             if ep.name not in SUBCOMMANDS}
 
@@ -56,19 +60,41 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _leave_quietly(signum: int, _frame: object) -> None:
+    """SIGINT/SIGTERM before a command installs its own handling (imports, parsing, loading): exit 0 now."""
+    raise SystemExit(0)
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``edge-mer ... | head``): stop quietly, as Unix tools do."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # later flushes go nowhere, silently
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
+    """Run the CLI; returns the process exit code.
+
+    SIGINT and SIGTERM end any command with exit 0 and no traceback, from the
+    first line on; ``edge-mer run`` replaces this with its own orderly stop.
+    """
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _leave_quietly)
     # brainflow imports pkg_resources, whose deprecation warning would greet every user on stderr.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(args._run(args) or 0)
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # here, not at interpreter exit, so a closed pipe is handled below
+        return code
     except EdgeMerError as exc:
         print(f"edge-mer: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except BrokenPipeError:
+        return _stdout_gone()
+    except KeyboardInterrupt:  # only before the handlers above were set (argv parsing in a thread)
         return 130
 
 

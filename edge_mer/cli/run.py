@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import sys
 import threading
 import time
 from typing import Any
@@ -41,6 +39,7 @@ FLAGS: tuple[Flag, ...] = (
     ("--http", "outputs.http.enabled", "flag", "serve /healthz /metrics /state and the /ws WebSocket"),
     ("--http-host", "outputs.http.host", str, "HTTP bind address (default 127.0.0.1)"),
     ("--http-port", "outputs.http.port", int, "HTTP port (default 8765)"),
+    ("--http-token", "outputs.http.token", str, "HTTP bearer token, all routes but /healthz (non-loopback hosts get one)"),
     ("--lsl", "outputs.lsl.enabled", "flag", "publish decisions on a Lab Streaming Layer outlet"),
     ("--no-face", "face.enabled", "no", "disable the face modality"),
     ("--no-speech", "speech.enabled", "no", "disable the speech modality"),
@@ -89,13 +88,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, on_signal)
     bundle = load_bundle(config.bundle or default_bundle_path())
     begun = time.monotonic()
-    try:
-        with build_daemon(config, bundle, allow_demo=not _explicit(args, config)) as daemon:
-            started.set()
-            daemon.run(stop)
-    except BrokenPipeError:
-        # The reader of stdout went away (e.g. `edge-mer run | head`): stop quietly, as Unix tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    # A closed stdout (`edge-mer run | head`) raises BrokenPipeError here; main() ends the run quietly.
+    with build_daemon(config, bundle, allow_demo=not _explicit(args, config)) as daemon:
+        started.set()
+        daemon.run(stop)
     log.info("stopped after %.1f s", time.monotonic() - begun)
     return 0

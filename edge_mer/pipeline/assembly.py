@@ -59,9 +59,13 @@ def build_fusion(config: RunConfig, bundle: Bundle, encoders: list[str]) -> tupl
                           f"{bundle.manifest.name} ({', '.join(bundle.manifest.encoders)})")
     if not weights:
         weights = {name: 1.0 for name in encoders}  # a bundle without weights: every encoder counts equally
+    resolved = {name: float(weights.get(name, 0.0)) for name in encoders}
+    if resolved and not any(w > 0 for w in resolved.values()):
+        raise ConfigError(f"fusion weights give every encoder of this run ({', '.join(encoders)}) weight 0, so no "
+                          "decision could use any evidence; expected at least one weight > 0")
     rule = create_rule(rule_name, bundle=bundle, precision=config.precision, backend_options=config.backend)
     half_life = spec.smoothing_half_life_s if config.fusion.half_life_s is None else config.fusion.half_life_s
-    return rule, {name: float(weights.get(name, 0.0)) for name in encoders}, EmaSmoother(half_life)
+    return rule, resolved, EmaSmoother(half_life)
 
 
 def live_sources(config: RunConfig) -> dict[Modality, Source]:

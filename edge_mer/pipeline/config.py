@@ -24,9 +24,22 @@ from edge_mer.sources.eeg_board import BoardConfig
 from edge_mer.sources.microphone import MicrophoneConfig
 
 
-def _check_modality(name: str, window_s: float, stale_s: float) -> None:
-    require(window_s > 0, f"{name} window_s must be > 0, got {window_s}")
-    require(stale_s > 0, f"{name} stale_s must be > 0, got {stale_s}")
+#: The longest analysis window per modality, in seconds: windows are held in memory at the source's rate.
+MAX_WINDOW_S: dict[Modality, float] = {"face": 10.0, "speech": 30.0, "eeg": 60.0}
+#: The longest run a duration may ask for (a year); 0 runs until stopped.
+MAX_DURATION_S = 366 * 86400.0
+#: The longest a modality's newest data may be old before its results are ``stale``.
+MAX_STALE_S = 60.0
+
+
+def _in_range(value: float, low: float, high: float) -> bool:
+    return math.isfinite(value) and low < value <= high
+
+
+def _check_modality(name: Modality, window_s: float, stale_s: float) -> None:
+    high = MAX_WINDOW_S[name]
+    require(_in_range(window_s, 0.0, high), f"{name} window_s must be in (0, {high:g}] s, got {window_s}")
+    require(_in_range(stale_s, 0.0, MAX_STALE_S), f"{name} stale_s must be in (0, {MAX_STALE_S:g}] s, got {stale_s}")
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,7 @@ class FaceConfig:
 
     def __post_init__(self) -> None:
         _check_modality("face", self.window_s, self.stale_s)
-        require(self.max_frames >= 1, f"max_frames must be >= 1, got {self.max_frames}")
+        require(1 <= self.max_frames <= 100, f"max_frames must be in 1..100, got {self.max_frames}")
 
     @property
     def source(self) -> tuple[str, CameraConfig]:
@@ -93,8 +106,10 @@ class EegConfig:
 
     def __post_init__(self) -> None:
         _check_modality("eeg", 4.0 if self.window_s is None else self.window_s, self.stale_s)
-        require(0 <= self.hop_s <= self.stale_s,
+        require(math.isfinite(self.hop_s) and 0 <= self.hop_s <= self.stale_s,
                 f"hop_s must be in 0..stale_s ({self.stale_s} s), so reused features are never stale; got {self.hop_s}")
+        require(self.max_abs_uv is None or _in_range(self.max_abs_uv, 0.0, 1e6),
+                f"max_abs_uv must be in (0, 1e6] uV or unset, got {self.max_abs_uv}")
         require(self.notch_hz is None or self.notch_hz in (0.0, 50.0, 60.0),
                 f"notch_hz must be 0, 50 or 60, got {self.notch_hz}")
 
@@ -132,9 +147,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(0.1 <= self.rate_hz <= 100.0, f"rate_hz must be in 0.1..100, got {self.rate_hz}")
-        require(self.numpy_threads >= 0, f"numpy_threads must be >= 0 (0 = default), got {self.numpy_threads}")
-        require(math.isfinite(self.duration_s) and self.duration_s >= 0,
-                f"duration_s must be a finite number >= 0 (0 = until stopped), got {self.duration_s}")
+        require(0 <= self.numpy_threads <= 256, f"numpy_threads must be in 0..256 (0 = default), got "
+                                                    f"{self.numpy_threads}")
+        require(math.isfinite(self.duration_s) and 0 <= self.duration_s <= MAX_DURATION_S,
+                f"duration_s must be in 0..{MAX_DURATION_S:g} s (0 = until stopped), got {self.duration_s}")
         require(not self.fast or self.replay is not None, "fast needs replay (a session directory)")
         require(self.replay is None or self.record is None, "replay and record cannot be combined")
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_mer.errors import EdgeMerError
-from edge_mer.names import HealthStatus, ReasonCode, SourceStatus
+from edge_mer.names import ReasonCode
+from edge_mer.pipeline.health import SourceState, health_status
 from edge_mer.pipeline.runners import ModalityRunner
 from edge_mer.pipeline.scheduler import Scheduler
 from edge_mer.sinks.base import Sink
@@ -26,20 +27,6 @@ from edge_mer.sources.base import Chunk, Source
 log = logging.getLogger(__name__)
 
 ChunkHook = Callable[[str, Chunk], None]
-
-
-@dataclass
-class SourceState:
-    """What /healthz shows about one source."""
-
-    state: SourceStatus = "running"
-    error: str | None = None
-    chunks: int = 0
-    last_chunk_ns: int | None = None
-
-    def to_json(self, now_ns: int) -> dict[str, Any]:
-        age = None if self.last_chunk_ns is None else round((now_ns - self.last_chunk_ns) / 1e9, 3)
-        return {"state": self.state, "error": self.error, "chunks": self.chunks, "last_chunk_age_s": age}
 
 
 class Pump(threading.Thread):
@@ -136,10 +123,10 @@ class Daemon:
         self.states = {m: SourceState() for m in self.sources}
 
     def health(self, now_ns: int) -> dict[str, Any]:
-        sources = {m: s.to_json(now_ns) for m, s in self.states.items()}
-        status: HealthStatus = "ok" if all(s.state == "running" for s in self.states.values()) else "degraded"
-        return {"status": status, "sources": sources, "decisions": self.scheduler.decisions,
-                "uptime_s": round((now_ns - self.started_ns) / 1e9, 3)}
+        """The /healthz object (see :mod:`edge_mer.pipeline.health`)."""
+        stale = {m: r.stale_s for m, r in self.runners.items()}
+        return health_status(self.states, stale, self.scheduler.errors, now_ns, self.started_ns,
+                             self.scheduler.decisions)
 
     def _emit(self, now_ns: int, t: float, fast: bool = False, due_ns: int | None = None) -> None:
         decision = self.scheduler.tick(now_ns, t)

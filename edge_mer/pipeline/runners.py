@@ -20,11 +20,11 @@ from edge_mer.backends.base import Backend
 from edge_mer.bundle.labels import to_canonical
 from edge_mer.bundle.loader import Bundle
 from edge_mer.bundle.schema import EncoderSpec
-from edge_mer.errors import ConfigError
+from edge_mer.errors import BackendError, ConfigError
 from edge_mer.names import Modality, ReasonCode
 from edge_mer.numeric import softmax
 from edge_mer.pipeline.buffers import FrameBuffer, SampleBuffer
-from edge_mer.pipeline.config import RunConfig
+from edge_mer.pipeline.config import MAX_WINDOW_S, RunConfig
 from edge_mer.preprocess.audio import AudioPreprocessor
 from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.eeg import EegParams, EegPreprocessor
@@ -101,8 +101,12 @@ class ModalityRunner:
         started = time.perf_counter_ns()
         outputs = self.backend.infer({self._input_name: batch})[self._output.name]
         self.timings.add(f"encoder.{self.name}", (time.perf_counter_ns() - started) / 1e6)
-        probs = softmax(outputs) if self._output.kind == "logits" else outputs
-        return np.asarray(probs, dtype=np.float64)
+        probs = np.asarray(softmax(outputs) if self._output.kind == "logits" else outputs, dtype=np.float64)
+        if not np.isfinite(probs).all() or (probs < 0).any() or not (probs.sum(axis=-1) > 0).all():
+            # A model that emits NaN/Inf or no probability mass: this window is invalid, not the daemon.
+            raise BackendError(f"encoder {self.name!r}: output {self._output.name!r} is not a probability "
+                               "distribution (NaN, Inf, negative or all zero)")
+        return probs
 
     def run(self, now_ns: int) -> ModalityResult:
         """One result for the tick at ``now_ns`` (daemon clock)."""
@@ -194,6 +198,11 @@ class SpeechRunner(ModalityRunner):
     @classmethod
     def from_config(cls, name: str, spec: EncoderSpec, backend: Backend, config: RunConfig, info: StreamInfo,
                     timings: StageTimes | None = None) -> SpeechRunner:
+        shortest = spec.preprocessing.min_seconds
+        if config.speech.window_s < shortest:
+            # Every window would be "too short": a run that can never hear anything is a configuration error.
+            raise ConfigError(f"speech.window_s = {config.speech.window_s:g} s is shorter than the {shortest:g} s "
+                              f"encoder {name!r} needs; expected {shortest:g}..{MAX_WINDOW_S['speech']:g} s")
         return cls(name, spec, backend, info.rate, config.speech.window_s, config.speech.stale_s, timings=timings)
 
     def __init__(self, name: str, spec: EncoderSpec, backend: Backend, rate: float,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from edge_mer.bundle.labels import CANONICAL_LABELS
 from edge_mer.bundle.schema import AffectSpace
@@ -17,6 +18,36 @@ from edge_mer.results import Decision, ModalityResult
 from edge_mer.timing import StageTimes
 
 log = logging.getLogger(__name__)
+
+#: The key of fusion failures in :attr:`Scheduler.errors`, beside the modalities.
+FUSION = "fusion"
+#: This many model errors in a row make /healthz say ``degraded``.
+ERROR_STREAK = 3
+
+
+@dataclass
+class ErrorCount:
+    """How often a modality's model (or the fusion) failed: in all, in a row now, and the last reason."""
+
+    total: int = 0
+    consecutive: int = 0
+    last: str | None = None
+
+    def count(self, failed: bool, reason: str | None) -> None:
+        if failed:
+            self.total += 1
+            self.consecutive += 1
+            self.last = reason
+        else:
+            self.consecutive = 0
+
+    @property
+    def repeated(self) -> bool:
+        return self.consecutive >= ERROR_STREAK
+
+    def to_json(self) -> dict[str, object]:
+        return {"total": self.total, "consecutive": self.consecutive, "last": self.last}
+
 
 class Scheduler:
     """Turns the buffers' newest windows into :class:`~edge_mer.results.Decision` objects."""
@@ -38,18 +69,34 @@ class Scheduler:
         self.smoother = smoother
         self.affect = affect
         self.decisions = 0
+        #: Model errors (``model_error`` results, failed fusion) per modality and for ``fusion``.
+        self.errors: dict[str, ErrorCount] = {}
 
     def _run(self, runner: ModalityRunner, now_ns: int) -> ModalityResult:
         try:
-            return runner.run(now_ns)
+            result = runner.run(now_ns)
         except EdgeMerError as exc:
             # A bad window or a backend hiccup costs this modality one decision, not the daemon.
             log.warning("%s: %s", runner.name, exc)
-            return ModalityResult.invalid(runner.modality, runner.name, ReasonCode.MODEL_ERROR, f"error: {exc}")
-        except (ValueError, RuntimeError, FloatingPointError) as exc:
-            log.exception("%s: unexpected failure on this window", runner.name)
-            return ModalityResult.invalid(runner.modality, runner.name, ReasonCode.MODEL_ERROR,
-                                          f"error: {type(exc).__name__}: {exc}")
+            result = ModalityResult.invalid(runner.modality, runner.name, ReasonCode.MODEL_ERROR, f"error: {exc}")
+        except Exception as exc:  # noqa: BLE001 - whatever one modality raises must cost only that modality
+            log.warning("%s: unexpected %s on this window: %s", runner.name, type(exc).__name__, exc)
+            result = ModalityResult.invalid(runner.modality, runner.name, ReasonCode.MODEL_ERROR,
+                                            f"error: {type(exc).__name__}: {exc}")
+        self.errors.setdefault(runner.modality, ErrorCount()).count(result.code is ReasonCode.MODEL_ERROR,
+                                                                    result.reason)
+        return result
+
+    def _fuse(self, results: Sequence[ModalityResult]) -> dict[str, float] | None:
+        """The rule's fused distribution, or None (no evidence this tick) when the rule itself fails."""
+        try:
+            fused = self.rule.fuse(results, self.weights)
+            failed = None
+        except EdgeMerError as exc:  # e.g. a learned head that returns NaN
+            log.warning("fusion (%s) failed on this tick: %s", self.rule.name, exc)
+            fused, failed = None, f"error: {exc}"
+        self.errors.setdefault(FUSION, ErrorCount()).count(failed is not None, failed)
+        return fused
 
     def tick(self, now_ns: int, t: float) -> Decision:
         """The decision for the windows ending at ``now_ns`` (daemon clock), stamped ``t`` seconds."""
@@ -58,7 +105,7 @@ class Scheduler:
         results += [ModalityResult.invalid(m, m, ReasonCode.SENSOR_FAILED, f"sensor failed: {e}")
                     for m, e in self.failures.items()]
         with self.timings.time("fusion"):
-            fused = self.rule.fuse(results, self.weights)
+            fused = self._fuse(results)
             probs = self.smoother.update(fused, t)
             label = None
             if probs is None:

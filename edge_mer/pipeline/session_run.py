@@ -11,9 +11,11 @@ from pathlib import Path
 
 from edge_mer.bundle.loader import Bundle
 from edge_mer.errors import EdgeMerError, SensorError
+from edge_mer.names import Modality
 from edge_mer.pipeline.assembly import build_fusion, build_runner, live_sources
 from edge_mer.pipeline.config import RunConfig
-from edge_mer.pipeline.daemon import Daemon, SourceState
+from edge_mer.pipeline.daemon import Daemon
+from edge_mer.pipeline.health import SourceState
 from edge_mer.pipeline.scheduler import Scheduler
 from edge_mer.sessions.format import demo_session_path
 from edge_mer.sources.base import Chunk, Source
@@ -53,7 +55,7 @@ def _open_all(sources: dict[str, Source], stack: contextlib.ExitStack) -> dict[s
         try:
             stack.enter_context(source)
         except SensorError as exc:
-            log.error("%s source cannot open: %s", modality, exc)
+            log.debug("%s source cannot open: %s", modality, exc)
             failed[modality] = str(exc)
             del sources[modality]
     return failed
@@ -63,7 +65,10 @@ def _choose_sources(config: RunConfig, allow_demo: bool, stack: contextlib.ExitS
                     ) -> tuple[dict[str, Source], int | None, dict[str, str]]:
     if config.replay is not None:
         sources, offset = _replay(config.replay, config, config.fast)
-        return sources, offset, _open_all(sources, stack)
+        failed = _open_all(sources, stack)
+        for modality, error in failed.items():
+            log.error("%s stream of the session cannot be replayed: %s", modality, error)
+        return sources, offset, failed
     sources = live_sources(config)
     with contextlib.ExitStack() as trial:
         failed = _open_all(sources, trial)
@@ -75,8 +80,20 @@ def _choose_sources(config: RunConfig, allow_demo: bool, stack: contextlib.ExitS
             trial.close()
             sources, offset = _replay(demo_session_path(), config, fast=False)
             return sources, offset, _open_all(sources, stack)
+        named = [m for m in failed if _names_its_sensor(config, m)]
+        if named:
+            # The user asked for this sensor: running without it would hide a typo or an unplugged device.
+            raise SensorError(f"{named[0]} sensor cannot open: {failed[named[0]]}")
+        for modality, error in failed.items():
+            log.error("%s source cannot open (the other modalities go on): %s", modality, error)
         stack.push(trial.pop_all())
     return sources, None, failed
+
+
+def _names_its_sensor(config: RunConfig, modality: Modality) -> bool:
+    """Whether the run configures ``modality``'s sensor (its options differ from the defaults)."""
+    _, options = config.modality(modality).source
+    return options != type(options)()
 
 
 @contextlib.contextmanager
@@ -84,6 +101,10 @@ def build_daemon(config: RunConfig, bundle: Bundle, *, allow_demo: bool = False)
     """Everything opened for one run; closed (sources, sinks, recorder, backends) on exit."""
     from edge_mer.sinks.registry import build_sinks
 
+    if config.record is not None:
+        from edge_mer.sessions.record import check_new_directory
+
+        check_new_directory(config.record)  # before minutes of loading, not after
     with contextlib.ExitStack() as stack:
         if config.numpy_threads:
             from threadpoolctl import threadpool_limits

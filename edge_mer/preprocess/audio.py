@@ -136,7 +136,7 @@ class AudioParams:
     def _check_stft(self) -> None:
         require(8000 <= self.sample_rate <= 192000,
                 f"sample_rate={self.sample_rate}: expected an integer in [8000, 192000]")
-        require(16 <= self.n_fft <= 65536, f"n_fft={self.n_fft}: expected an integer in [16, 65536]")
+        require(16 <= self.n_fft <= 16384, f"n_fft={self.n_fft}: expected an integer in [16, 16384]")
         require(1 <= self.win_length <= self.n_fft,
                 f"win_length={self.win_length}: expected an integer in [1, n_fft={self.n_fft}]")
         require(1 <= self.hop_length <= self.n_fft,

@@ -38,6 +38,9 @@ DEFAULT_BANDS: tuple[tuple[str, float, float], ...] = (
 )
 NOTCH_HALF_WIDTH_HZ = 2.0  # the notch stops notch_hz +- this
 MAX_FILTER_ORDER = 8  # BrainFlow's DSP filters accept orders 1..8
+#: Bounds on what a manifest may ask for: a window buffer of at most 4 Mi samples per channel
+#: (e.g. 1 kHz for 70 min), 256 channels and 64 bands.
+MAX_WINDOW_SAMPLES, MAX_CHANNELS, MAX_BANDS = 1 << 22, 256, 64
 _VAR_FLOOR = 1e-20  # keeps log() finite for silent bands
 
 
@@ -82,8 +85,8 @@ class EegParams:
 
     def _check_channels(self) -> None:
         chans = self.channels
-        require(isinstance(chans, (tuple, list)) and len(chans) > 0,
-                f"channels: expected a non-empty array of channel names, got {chans!r}")
+        require(isinstance(chans, (tuple, list)) and 0 < len(chans) <= MAX_CHANNELS,
+                f"channels: expected 1..{MAX_CHANNELS} channel names, got {str(chans)[:60]}")
         for i, name in enumerate(chans):
             require(isinstance(name, str) and name != "" and not any(c.isspace() for c in name),
                     f"channels[{i}]: expected a channel name without spaces, got {name!r}")
@@ -97,6 +100,9 @@ class EegParams:
                 f"sample_rate: expected an integer in 16..100000 Hz, got {self.sample_rate!r}")
         require(_is_number(self.window_s) and 0 < self.window_s <= 3600,
                 f"window_s: expected 0 < window_s <= 3600 s, got {self.window_s!r}")
+        require(self.window_s * self.sample_rate <= MAX_WINDOW_SAMPLES,
+                f"window_s: {self.window_s:g} s at {self.sample_rate} Hz is more than the {MAX_WINDOW_SAMPLES} "
+                "samples a window may have")
         require(self.feature in ("de", "log_power"), f"feature: expected 'de' or 'log_power', got {self.feature!r}")
         require(isinstance(self.standardize, bool), f"standardize: expected true or false, got {self.standardize!r}")
 
@@ -118,8 +124,8 @@ class EegParams:
 
     def _check_bands(self) -> None:
         nyq, (lo_bp, hi_bp) = self.sample_rate / 2, self.bandpass
-        require(isinstance(self.bands, (tuple, list)) and len(self.bands) > 0,
-                f"bands: expected a non-empty array of [name, low, high], got {self.bands!r}")
+        require(isinstance(self.bands, (tuple, list)) and 0 < len(self.bands) <= MAX_BANDS,
+                f"bands: expected 1..{MAX_BANDS} [name, low, high] entries, got {str(self.bands)[:60]}")
         resolution = max(1.0, 1.0 / self.window_s)  # Welch bin width used by log_power
         out = []
         for i, band in enumerate(self.bands):

@@ -7,6 +7,7 @@ arrays are identical byte for byte.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ _INTERPOLATION = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
                   "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
 
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
+#: Largest crop side a manifest may ask for (a batch of crops is allocated from it).
+MAX_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,14 @@ class FaceParams:
     layout: Literal["NCHW", "NHWC"] = "NCHW"
 
     def __post_init__(self) -> None:
-        require(all(s >= 8 for s in self.size), f"size must be at least 8x8 pixels, got {list(self.size)}")
+        require(len(self.size) == 2 and all(8 <= s <= MAX_SIDE for s in self.size),
+                f"size must be [width, height], each 8..{MAX_SIDE} pixels, got {list(self.size)[:4]}")
         channels = self.channels
         for name in ("mean", "std"):
             value = getattr(self, name)
             require(len(value) in (1, channels),
                     f"{name} needs 1 or {channels} values for color {self.color!r}, got {len(value)}")
+            require(all(math.isfinite(v) for v in value), f"{name} must be finite numbers, got {list(value)}")
         require(all(s > 0 for s in self.std), f"std must be > 0, got {list(self.std)}")
         require(0.0 <= self.margin <= 1.0, f"margin must be in 0..1, got {self.margin}")
 

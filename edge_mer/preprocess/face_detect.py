@@ -7,7 +7,10 @@ more accurate and needs a model path from the configuration.
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -21,6 +24,8 @@ from edge_mer.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 HAAR_FILE = "haarcascade_frontalface_default.xml"
+#: A detector model file larger than this is refused unread (YuNet is ~0.2 MB, a Haar cascade ~1 MB).
+MAX_MODEL_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,50 @@ def _rescale(d: Detection, s: float) -> Detection:
     return Detection((int(round(x * s)), int(round(y * s)), int(round(w * s)), int(round(h * s))), d.score, marks)
 
 
+def _opencv_reason(exc: BaseException) -> str:
+    """OpenCV's own words from a ``cv2.error`` (its text carries source paths and C++ signatures)."""
+    cause = exc.__cause__ if isinstance(exc, SystemError) and exc.__cause__ is not None else exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()] or [type(cause).__name__]
+    match = re.search(r"error: \([-\d]+:([^)]*)\) ?(.*)", lines[0])
+    if match is None:
+        return lines[0]
+    reason = re.sub(r"\s*in function .*$", "", match.group(2)).strip()
+    detail = next((line.lstrip("> ").strip() for line in lines[1:]), "")  # e.g. "DNN/Gemm: Invalid dimension ..."
+    return reason or detail or match.group(1)
+
+
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    # OpenCV logs its own multi-line diagnosis to stderr before raising; the ConfigError says it in one line.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def check_model_file(path: Path, what: str, expected: str) -> Path:
+    """``path`` if it is a readable file of at most :data:`MAX_MODEL_BYTES`, else one ConfigError line.
+
+    ``what`` names the option in messages (``"YuNet model_path"``).
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        is_file = path.is_file()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist; expected {expected}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ConfigError(f"{what} {str(path)!r} cannot be read ({exc}); expected {expected}") from None
+    if not is_file:
+        raise ConfigError(f"{what} {path} is not a file; expected {expected}")
+    if size > MAX_MODEL_BYTES:
+        raise ConfigError(f"{what} {path} has {size} bytes, more than the {MAX_MODEL_BYTES} "
+                          f"a detector model may have; expected {expected}")
+    return path
+
+
 def haar_cascade_path() -> Path | None:
     """The frontal-face cascade shipped with this OpenCV, or None (OpenCV 5 ships none)."""
     data = getattr(cv2, "data", None)
@@ -171,13 +220,21 @@ class HaarDetector(FaceDetector):
 
     def __init__(self, options: FaceDetectorOptions) -> None:
         super().__init__(options)
-        path = options.model_path or haar_cascade_path()
+        expected = "an OpenCV Haar cascade XML file, e.g. " + HAAR_FILE
+        path = (check_model_file(options.model_path, "Haar model_path", expected) if options.model_path
+                else haar_cascade_path())
         if path is None:
             raise ConfigError(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 wheels dropped them); "
                               "install opencv-python<5 or use the yunet detector with a model_path")
-        self._cascade = cv2.CascadeClassifier(str(path))
+        try:
+            with _opencv_quiet():
+                self._cascade = cv2.CascadeClassifier(str(path))
+        except (cv2.error, SystemError) as exc:  # the binding raises SystemError wrapping cv2.error for bad XML
+            raise ConfigError(f"Haar model_path {path} is not a cascade OpenCV can load "
+                              f"({_opencv_reason(exc)}); expected {expected}") from None
         if self._cascade.empty():
-            raise ConfigError(f"cannot load Haar cascade {path}")
+            raise ConfigError(f"Haar model_path {path} is not a cascade OpenCV can load "
+                              f"(no cascade in it); expected {expected}")
 
     def _detect(self, frame: np.ndarray) -> list[Detection]:
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
@@ -198,14 +255,23 @@ class YuNetDetector(FaceDetector):
 
     def __init__(self, options: FaceDetectorOptions) -> None:
         super().__init__(options)
-        path = options.model_path
-        if path is None or not Path(path).is_file():
-            raise ConfigError(f"YuNet model_path {path} does not exist; expected a YuNet .onnx file")
+        if options.model_path is None:
+            raise ConfigError(f"YuNet model_path is not set; expected {self.model_hint}")
+        path = check_model_file(options.model_path, "YuNet model_path", self.model_hint)
+        if path.suffix.lower() != ".onnx":  # OpenCV picks the framework by suffix (.xml would mean OpenVINO)
+            raise ConfigError(f"YuNet model_path {path} does not end in .onnx; expected {self.model_hint}")
         if not hasattr(cv2, "FaceDetectorYN"):
             raise ConfigError(f"OpenCV {cv2.__version__} has no FaceDetectorYN; need OpenCV >= 4.5.4")
-        self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), options.score_threshold,
-                                              options.nms_threshold, 50)
         self._size: tuple[int, int] = (320, 320)
+        try:
+            with _opencv_quiet():
+                self._net = cv2.FaceDetectorYN.create(str(path), "", self._size, options.score_threshold,
+                                                      options.nms_threshold, 50)
+                # Any ONNX file loads; only running it shows whether it has YuNet's outputs.
+                self._net.detect(np.zeros((*self._size, 3), np.uint8))
+        except (cv2.error, SystemError) as exc:
+            raise ConfigError(f"YuNet model_path {path} is not a YuNet model OpenCV can run "
+                              f"({_opencv_reason(exc)}); expected {self.model_hint}") from None
 
     def _detect(self, frame: np.ndarray) -> list[Detection]:
         image = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)

@@ -2,9 +2,11 @@
 
 * :mod:`.format`: :class:`Session`, :class:`Label`, :func:`load_session`,
   :func:`write_session_json` (no media libraries imported).
+* :mod:`.eeg_csv`: :func:`~.eeg_csv.read_eeg_header`, the EEG CSV's channel names.
 * :mod:`.replay`: :func:`replay_sources` and the per-modality replay sources
   (OpenCV and soundfile are imported when a source opens).
-* :mod:`.record`: :class:`SessionRecorder` (opt-in; used only when recording is asked for).
+* :mod:`.record`: :class:`SessionRecorder` (opt-in; used only when recording is asked for),
+  writing its video with :mod:`.avi`'s MJPEG-in-AVI writer.
 
 :func:`demo_session_path` is the small demo session shipped with the package.
 """

@@ -2,61 +2,81 @@
 
 ``session.json`` (format ``edge-mer-session/1``)::
 
-    {"format": "edge-mer-session/1", "video": "video.mp4", "audio": "audio.wav",
+    {"format": "edge-mer-session/1", "video": "video.avi", "audio": "audio.wav",
      "eeg": "eeg.csv", "eeg_sampling_rate": 128,
-     "labels": [{"start": 0.0, "end": 4.0, "label": "happy"}]}
+     "labels": [{"start": 0.0, "end": 4.0, "label": "happy"}],
+     "recording": {"complete": true, "start_unix_s": 1714550000.25}}
 
 Every key except ``format`` is optional; a file key set to ``null`` counts as
 absent. Unknown keys (top level and inside a label) are accepted, ignored and
 kept in :attr:`Session.extra` / :attr:`Label.extra`, so re-writing a loaded
-session loses nothing. File names are paths relative to the session directory
-(absolute paths are allowed but make the session non-portable). Times are
-seconds from the session start.
+session loses nothing. Times are seconds from the session start. Labels are
+half-open intervals ``[start, end)`` that must not overlap (:meth:`Session.label_at`).
+
+Sessions are untrusted. A file name is a path relative to the session
+directory that stays inside it: absolute paths, ``..`` and symbolic links are
+refused. ``eeg_sampling_rate`` is 1..100000 Hz; label times are 0..1e6 s
+(``MAX_SESSION_S``); at most 100000 labels of at most 200 characters.
+``session.json`` is read by :func:`edge_mer.config.read_json` (<= 4 MiB, <= 32 deep).
+
+``recording`` (written by :class:`~edge_mer.sessions.record.SessionRecorder`;
+optional, informational): ``complete`` is false while recording and true once
+the recorder closed its files (a killed recording keeps false; its files end
+where it stopped); ``start_unix_s`` is the wall-clock time of session time 0
+(absent until the first chunk).
 
 Media, as the replay sources read them (:mod:`edge_mer.sessions.replay`):
 
-* ``video``: any file OpenCV can read; frame ``i`` is at ``i / fps``.
-* ``audio``: a WAV (or any file libsndfile reads), PCM or float, any rate, mono
-  or multi-channel (mixed down as :func:`edge_mer.preprocess.audio.to_mono` does).
+* ``video``: any file OpenCV can read; frame ``i`` is at ``i / fps``. Recordings
+  are MJPEG in AVI (``video.avi``; recordings before it wrote ``video.mp4``).
+* ``audio``: a WAV (or any file libsndfile reads), PCM or float, 4000..384000 Hz,
+  mono or multi-channel (mixed down as :func:`edge_mer.preprocess.audio.to_mono` does).
 * ``eeg``: CSV with a header row of channel names (10-20 names such as ``Fz``)
   and optionally a ``timestamp`` column in seconds from the session start; one
   row per sample. The sampling rate is ``eeg_sampling_rate`` or, when that is
   absent, derived from the timestamps; with neither, loading fails.
 
-Labels are half-open intervals ``[start, end)`` that must not overlap;
-:meth:`Session.label_at` answers which label covers a time.
-
 :func:`load_session` validates everything it can without decoding the media
-(file existence, the EEG header) and raises :class:`~edge_mer.errors.ConfigError`
-with a one-line message naming the bad value. :func:`write_session_json`
-writes the file atomically after checking it with the same parser.
+(file locations, the EEG header: :mod:`edge_mer.sessions.eeg_csv`) and raises :class:`~edge_mer.errors.ConfigError`
+with a one-line message naming the bad key, never quoting a media file's
+content. :func:`write_session_json` writes the file atomically after checking
+it with the same parser.
 """
 from __future__ import annotations
 
 import bisect
-import csv
 import json
 import math
 import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edge_mer.config import read_json
 from edge_mer.errors import ConfigError
-from edge_mer.numeric import is_number_text
+from edge_mer.sessions.eeg_csv import TIMESTAMP_COLUMN, read_eeg_header
 
 FORMAT = "edge-mer-session/1"
 SESSION_JSON = "session.json"
 FILE_KEYS: dict[str, str] = {"video": "face", "audio": "speech", "eeg": "eeg"}  # key -> modality
-TIMESTAMP_COLUMN = "timestamp"
+EEG_RATE_HZ = (1, 100_000)  # allowed eeg_sampling_rate, inclusive
+MAX_SESSION_S = 1e6  # ~11.6 days: a later time is a mistake (or an epoch time), not seconds from the start
+MAX_LABELS = 100_000
+MAX_LABEL_CHARS = 200
+#: A file system's limit on one name (NAME_MAX on Linux).
+MAX_PART_BYTES = 255
+MAX_NAME_CHARS = 1024  # a file name in session.json
+_MAX_UNIX_S = 1e11  # recording.start_unix_s: year ~5138
 _KNOWN_KEYS = ("format", *FILE_KEYS, "eeg_sampling_rate", "labels")
 _LABEL_KEYS = ("start", "end", "label")
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < 2**63 if isinstance(value, int) else math.isfinite(value)  # JSON ints have no bound
 
 
 def _shown(value: object) -> str:
@@ -74,13 +94,17 @@ class Label:
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
-        where = f"label {self.label!r}"
+        where = f"label {_shown(self.label)}"
         if not isinstance(self.label, str) or not self.label.strip():
-            raise ConfigError(f"label {_shown(self.label)}: expected a non-empty string")
+            raise ConfigError(f"{where}: expected a non-empty string")
+        if len(self.label) > MAX_LABEL_CHARS or not self.label.isprintable():
+            raise ConfigError(f"{where}: expected at most {MAX_LABEL_CHARS} printable characters")
         for name in ("start", "end"):
             value = getattr(self, name)
             if not _is_number(value):
                 raise ConfigError(f"{where}: {name}={_shown(value)}, expected a finite number of seconds")
+            if value > MAX_SESSION_S:
+                raise ConfigError(f"{where}: {name}={value:g}, expected a time in 0..{MAX_SESSION_S:g} s")
         if self.start < 0:
             raise ConfigError(f"{where}: start={self.start}, expected a time >= 0 s")
         if self.end <= self.start:
@@ -115,30 +139,55 @@ class Session:
         if self.format != FORMAT:
             raise ConfigError(f"format={_shown(self.format)}: expected {FORMAT!r}")
         for key in FILE_KEYS:
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ConfigError(f"{key}={_shown(value)}: expected a file name relative to the session "
-                                  "directory, or null")
+            _check_name(key, getattr(self, key))
         rate = self.eeg_sampling_rate
-        if rate is not None and (not _is_number(rate) or rate <= 0):
-            raise ConfigError(f"eeg_sampling_rate={_shown(rate)}: expected a number of Hz > 0")
+        low, high = EEG_RATE_HZ
+        if rate is not None and (not _is_number(rate) or not low <= rate <= high):
+            raise ConfigError(f"eeg_sampling_rate={_shown(rate)}: expected a number of Hz in {low}..{high}")
+        _check_recording(self.extra.get("recording"))
         for i, item in enumerate(self.labels):
             if not isinstance(item, Label):
                 raise ConfigError(f"labels[{i}]={_shown(item)}: expected a Label")
         ordered = sorted(self.labels, key=lambda lb: lb.start)
         for before, after in zip(ordered, ordered[1:]):
             if after.start < before.end:
-                raise ConfigError(f"label {after.label!r} [{after.start}, {after.end}) overlaps label "
-                                  f"{before.label!r} [{before.start}, {before.end}); expected disjoint intervals")
+                raise ConfigError(f"label {_shown(after.label)} [{after.start}, {after.end}) overlaps label "
+                                  f"{_shown(before.label)} [{before.start}, {before.end}); expected disjoint intervals")
         object.__setattr__(self, "_starts", [lb.start for lb in ordered])
         object.__setattr__(self, "_ordered", tuple(ordered))
 
     def path(self, key: str) -> Path | None:
-        """Absolute-or-root-relative path of ``"video"``, ``"audio"`` or ``"eeg"``; None when absent."""
+        """``root / name`` of ``"video"``, ``"audio"`` or ``"eeg"`` (names are relative); None when absent."""
         if key not in FILE_KEYS:
             raise ConfigError(f"session file key {key!r}: expected one of {', '.join(FILE_KEYS)}")
         name = getattr(self, key)
         return None if name is None else self.root / name
+
+    def file(self, key: str) -> Path | None:
+        """:meth:`path`, checked now: a regular file inside ``root`` reached through no symbolic link."""
+        path = self.path(key)
+        if path is None:
+            return None
+        name = getattr(self, key)
+        where = f"{key}={_shown(name)}"
+        step = self.root
+        try:
+            for part in PurePosixPath(name).parts:
+                step = step / part
+                if step.is_symlink():
+                    raise ConfigError(f"{where}: {step} is a symbolic link; expected a regular file inside the "
+                                      "session directory")
+            inside = path.resolve().is_relative_to(self.root.resolve())
+            regular = path.is_file()
+        except (OSError, RuntimeError) as exc:  # a name the file system refuses, a symlink loop
+            raise ConfigError(f"{where}: cannot be looked up ({type(exc).__name__}: "
+                              f"{getattr(exc, 'strerror', None) or exc}); expected a file inside the session "
+                              "directory") from None
+        if not inside:
+            raise ConfigError(f"{where}: resolves outside the session directory {self.root}")
+        if not regular:
+            raise ConfigError(f"{where}: file {path} does not exist (or is not a regular file)")
+        return path
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -167,6 +216,31 @@ class Session:
             if key not in out:
                 out[key] = value
         return out
+
+
+def _check_name(key: str, value: object) -> None:
+    """A file key's value: None, or a relative path that stays inside the session directory."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}={_shown(value)}: expected a file name relative to the session directory, or null")
+    parts = PurePosixPath(value).parts
+    if (len(value) > MAX_NAME_CHARS or not value.isprintable() or PurePosixPath(value).is_absolute() or ".." in parts
+            or any(len(part.encode("utf-8", "surrogatepass")) > MAX_PART_BYTES for part in parts)):
+        raise ConfigError(f"{key}={_shown(value)}: expected a file name inside the session directory (no absolute "
+                          f"path, no '..', no control characters, at most {MAX_NAME_CHARS} characters and "
+                          f"{MAX_PART_BYTES} bytes per name)")
+
+
+def _check_recording(value: object) -> None:
+    """The recorder's ``recording`` object, when present: ``complete`` a bool, ``start_unix_s`` a time."""
+    if value is not None and not isinstance(value, Mapping):
+        raise ConfigError(f"recording={_shown(value)}: expected an object such as {{\"complete\": true}}")
+    complete, start = (value or {}).get("complete"), (value or {}).get("start_unix_s")
+    if complete is not None and not isinstance(complete, bool):
+        raise ConfigError(f"recording.complete={_shown(complete)}: expected true or false")
+    if start is not None and (not _is_number(start) or not 0 <= start <= _MAX_UNIX_S):
+        raise ConfigError(f"recording.start_unix_s={_shown(start)}: expected seconds since 1970 in 0..{_MAX_UNIX_S:g}")
 
 
 def _parse_label(i: int, item: object) -> Label:
@@ -202,36 +276,12 @@ def parse_session(data: object, root: str | Path) -> Session:
         labels = []
     if not isinstance(labels, list):
         raise ConfigError(f"labels={_shown(labels)}: expected a list of {{start, end, label}} objects")
+    if len(labels) > MAX_LABELS:
+        raise ConfigError(f"labels: {len(labels)} labels, expected at most {MAX_LABELS}")
     extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS}
     return Session(root=Path(root), video=data.get("video"), audio=data.get("audio"), eeg=data.get("eeg"),
                    eeg_sampling_rate=data.get("eeg_sampling_rate"),
                    labels=tuple(_parse_label(i, item) for i, item in enumerate(labels)), extra=extra)
-
-
-def read_eeg_header(path: Path) -> tuple[tuple[str, ...], int | None]:
-    """Channel names and the index of the ``timestamp`` column (or None) from an EEG CSV header."""
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), None)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"eeg file {path}: cannot read its header ({exc})") from None
-    if not header:
-        raise ConfigError(f"eeg file {path} is empty: expected a header row of channel names (e.g. Fz,Cz,Pz)")
-    names = [name.strip() for name in header]
-    ts = [i for i, name in enumerate(names) if name == TIMESTAMP_COLUMN]
-    channels = tuple(name for name in names if name != TIMESTAMP_COLUMN)
-    bad = [name for name in channels if not name or is_number_text(name)]
-    if bad:
-        raise ConfigError(f"eeg file {path}: header has {_shown(bad[0])} where a channel name is expected "
-                          "(the first row must name the channels, e.g. Fz,Cz,Pz[,timestamp])")
-    if not channels:
-        raise ConfigError(f"eeg file {path}: header has no channel names, expected e.g. Fz,Cz,Pz[,timestamp]")
-    if len(set(channels)) != len(channels):
-        dup = next(name for name in channels if channels.count(name) > 1)
-        raise ConfigError(f"eeg file {path}: channel {dup!r} appears twice in the header")
-    if len(ts) > 1:
-        raise ConfigError(f"eeg file {path}: {len(ts)} '{TIMESTAMP_COLUMN}' columns, expected at most one")
-    return channels, (ts[0] if ts else None)
 
 
 def demo_session_path() -> Path:
@@ -247,33 +297,29 @@ def load_session(directory: str | Path) -> Session:
 
     Raises :class:`ConfigError` naming the problem: no directory or
     ``session.json``, invalid JSON, wrong ``format``, a bad key value, a
-    referenced file that is missing, a label with ``end <= start``, a label
-    that is not a string, overlapping labels, an EEG header without channel
-    names, or EEG without both ``eeg_sampling_rate`` and a ``timestamp`` column.
+    referenced file that is missing, outside the directory or a symbolic link,
+    a number out of its range, a label with ``end <= start``, a label that is
+    not a string, overlapping labels, an EEG header without channel names, or
+    EEG without both ``eeg_sampling_rate`` and a ``timestamp`` column.
     """
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"session directory {root} does not exist (expected a directory with {SESSION_JSON})")
     path = root / SESSION_JSON
+    if path.is_symlink():
+        raise ConfigError(f"{path} is a symbolic link: expected a regular file inside the session directory")
     if not path.is_file():
         raise ConfigError(f"{path} is missing: a session directory needs {SESSION_JSON} "
                           f"(with at least {{\"format\": \"{FORMAT}\"}})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from None
+    data = read_json(path, SESSION_JSON, ConfigError)
     session = parse_session(data, root)
     for key in FILE_KEYS:
-        file = session.path(key)
-        if file is not None and not file.is_file():
-            raise ConfigError(f"{key}={getattr(session, key)!r}: file {file} does not exist")
+        session.file(key)
     if session.eeg is not None:
         _, ts_col = read_eeg_header(session.path("eeg"))  # type: ignore[arg-type]
         if ts_col is None and session.eeg_sampling_rate is None:
-            raise ConfigError(f"eeg={session.eeg!r} has no '{TIMESTAMP_COLUMN}' column and {SESSION_JSON} has no "
-                              "eeg_sampling_rate: expected one of them to give the sampling rate")
+            raise ConfigError(f"eeg={_shown(session.eeg)} has no '{TIMESTAMP_COLUMN}' column and {SESSION_JSON} has "
+                              "no eeg_sampling_rate: expected one of them to give the sampling rate")
     return session
 
 

@@ -1,4 +1,4 @@
-"""Record the daemon's input streams into a session directory (opt-in; nothing else imports this).
+"""Record the daemon's input streams into a new session directory (opt-in; nothing else imports this).
 
 ::
 
@@ -6,14 +6,22 @@
         for modality, chunk, info in streams:
             rec.add(modality, chunk, info)
 
-writes ``video.mp4`` (OpenCV ``mp4v`` at the stream's fps), ``audio.wav``
-(soundfile, float32 by default or PCM16, at the stream's rate), ``eeg.csv``
+writes ``video.avi`` (MJPEG in AVI at the stream's fps), ``audio.wav``
+(soundfile, float32 by default or PCM16, at the stream's rate) and ``eeg.csv``
 (header: channel names then ``timestamp``; one row per sample) for the
-modalities that delivered chunks, and on :meth:`~SessionRecorder.close`
-``session.json`` naming those files (plus ``eeg_sampling_rate``, and any
-labels or extra keys given to the constructor). The recording start (session
-time 0) is ``start_ns`` on the chunks' clock or, when None, the time of the
-oldest sample of the first chunk added.
+modalities that deliver chunks, and ``session.json`` naming them (plus
+``eeg_sampling_rate``, a ``recording`` object, and any labels or extra keys
+given to the constructor). The recording start (session time 0) is
+``start_ns`` on the chunks' clock or, when None, the time of the oldest sample
+of the first chunk added.
+
+A recording survives ``kill -9`` up to its last chunk: ``session.json`` is
+written (atomically) at the start, when session time 0 is fixed and when each
+file is created, with ``"recording": {"complete": false}`` (``close`` sets
+true); every chunk reaches the operating system before ``add`` returns (one
+unbuffered write per video frame or EEG chunk; libsndfile writes through, and
+reads a WAV whose header was never finalised by its size; see
+:class:`~edge_mer.sessions.avi.MjpegAviWriter` for the video).
 
 How chunk times become file positions (the files have no timestamps except
 the EEG CSV, so position *is* time when replayed):
@@ -22,8 +30,7 @@ the EEG CSV, so position *is* time when replayed):
   Slots skipped since the last frame are filled by repeating the previous frame
   (the first frame fills the slots before it), and a frame whose slot is already
   written is dropped. Replayed frame ``i`` at ``i / fps`` therefore shows the
-  newest frame captured by then, within half a frame period, however irregular
-  the camera's timing was.
+  newest frame captured by then, within half a frame period.
 * audio: samples are appended back to back. A chunk whose first sample is due
   more than 0.1 s (``AUDIO_SLACK_S``) after the end of what was written
   (dropped buffers) is preceded by that much silence; one more than 0.1 s early
@@ -36,42 +43,52 @@ the EEG CSV, so position *is* time when replayed):
 
 Samples and frames before the recording start are dropped. Frames of another
 size than the first are resized to it (with a warning); a frame's grey or BGRA
-layout is converted to BGR. The recorder refuses a directory that already
-holds ``session.json`` or one of the media files it would write.
+layout is converted to BGR. The directory must not exist: the recorder
+creates it and never writes into an existing one.
 """
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from edge_mer.errors import ConfigError, InputError, SensorError
 from edge_mer.names import MODALITIES
 from edge_mer.preprocess.audio import to_mono
-from edge_mer.sessions.format import (
-    SESSION_JSON, TIMESTAMP_COLUMN, Label, Session, load_session, write_session_json)
+from edge_mer.sessions.avi import MjpegAviWriter, write_all
+from edge_mer.sessions.eeg_csv import TIMESTAMP_COLUMN
+from edge_mer.sessions.format import Label, Session, load_session, write_session_json
 from edge_mer.sources.base import Chunk, StreamInfo
 
 log = logging.getLogger(__name__)
 
-VIDEO_FILE, AUDIO_FILE, EEG_FILE = "video.mp4", "audio.wav", "eeg.csv"
+VIDEO_FILE, AUDIO_FILE, EEG_FILE = "video.avi", "audio.wav", "eeg.csv"
 AUDIO_SLACK_S = 0.1
 _AUDIO_SUBTYPES = ("FLOAT", "PCM_16")
+
+
+def check_new_directory(directory: Path) -> None:
+    """Raise a one-line ConfigError unless ``directory`` does not exist yet (a recording never overwrites)."""
+    if directory.exists() or directory.is_symlink():
+        raise ConfigError(f"record directory {directory} already exists: expected a new path (the recorder "
+                          "creates the directory and never writes into an existing one)")
 
 
 class SessionRecorder:
     """Writes chunks of the three modalities into a new session directory; see the module doc.
 
     ``add`` may be called from several threads. ``close`` (or leaving the
-    ``with`` block, also on an exception) finishes the files and writes
-    ``session.json``; afterwards :attr:`session` is the loaded result.
+    ``with`` block, also on an exception) finishes the files and marks
+    ``session.json`` complete; afterwards :attr:`session` is the loaded result.
     """
 
     def __init__(self, directory: str | Path, *, start_ns: int | None = None, audio_subtype: str = "FLOAT",
@@ -81,40 +98,34 @@ class SessionRecorder:
             raise ConfigError(f"start_ns={start_ns!r}: expected an integer (nanoseconds) or None")
         if audio_subtype not in _AUDIO_SUBTYPES:
             raise ConfigError(f"audio_subtype={audio_subtype!r}: expected one of {', '.join(_AUDIO_SUBTYPES)}")
-        if self.directory.exists() and not self.directory.is_dir():
-            raise ConfigError(f"record directory {self.directory} is a file, expected a directory")
-        taken = [name for name in (SESSION_JSON, VIDEO_FILE, AUDIO_FILE, EEG_FILE)
-                 if (self.directory / name).exists()]
-        if taken:
-            raise ConfigError(f"record directory {self.directory} already holds {', '.join(taken)}; "
-                              "expected a new or empty directory (refusing to overwrite a session)")
+        if "recording" in (extra or {}):
+            raise ConfigError("extra key 'recording': the recorder writes it; expected another name")
         self._labels = tuple(lb if isinstance(lb, Label) else _label(lb) for lb in labels)
         self._extra = dict(extra or {})
+        check_new_directory(self.directory)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(parents=True)
+        except FileExistsError:  # it appeared since the check
+            check_new_directory(self.directory)
+            raise
         except OSError as exc:
-            raise ConfigError(f"cannot create the recording directory {self.directory}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot create the recording directory {self.directory}: "
+                              f"{exc.strerror or exc}") from None
         self.start_ns = start_ns
         self.audio_subtype = audio_subtype
         self.session: Session | None = None
         self._lock = threading.Lock()
         self._closed = False
         self._infos: dict[str, StreamInfo] = {}
-        # video
-        self._video: Any = None
-        self._video_size: tuple[int, int] | None = None
-        self._frames_written = 0
-        self._last_frame: np.ndarray | None = None
+        self._video: MjpegAviWriter | None = None
         self._resize_warned = False
-        # audio
         self._audio: Any = None
-        self._audio_rate = 0
         self._samples_written = 0
-        # eeg
-        self._eeg_file: Any = None
-        self._eeg_writer: Any = None
+        self._eeg_file: BinaryIO | None = None
         self._eeg_rows = 0
         self._eeg_last_t: float | None = None
+        self._start_unix: float | None = None
+        self._write_json(complete=False)
 
     # -- public -------------------------------------------------------------------------------------------
 
@@ -128,7 +139,8 @@ class SessionRecorder:
     @property
     def counts(self) -> dict[str, int]:
         """Frames, audio samples and EEG rows written so far, by modality."""
-        return {"face": self._frames_written, "speech": self._samples_written, "eeg": self._eeg_rows}
+        frames = 0 if self._video is None else self._video.frames
+        return {"face": frames, "speech": self._samples_written, "eeg": self._eeg_rows}
 
     def add(self, modality: str, chunk: Chunk, info: StreamInfo) -> None:
         """Append one chunk of ``modality`` (``"face"``, ``"speech"`` or ``"eeg"``) described by ``info``."""
@@ -145,33 +157,53 @@ class SessionRecorder:
             if (first.rate, first.channel_names) != (info.rate, info.channel_names):
                 raise InputError(f"{modality} stream changed from {first.rate:g} Hz {list(first.channel_names)} "
                                  f"to {info.rate:g} Hz {list(info.channel_names)} during the recording")
+            before = self._json_state()
             if modality == "face":
                 self._add_frame(chunk, info)
             elif modality == "speech":
                 self._add_audio(chunk, info)
             else:
                 self._add_eeg(chunk, info)
+            if self._json_state() != before:  # a new file or the start time: a killed recording must name them
+                self._write_json(complete=False)
 
     def close(self) -> None:
-        """Finish the media files and write ``session.json`` (idempotent)."""
+        """Finish the media files and write the complete ``session.json`` (idempotent)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            fields: dict[str, Any] = {}
-            if self._video is not None:
-                self._video.release()
-                fields["video"] = VIDEO_FILE
-            if self._audio is not None:
-                self._audio.close()
-                fields["audio"] = AUDIO_FILE
-            if self._eeg_file is not None:
-                self._eeg_file.close()
-                rate = self._infos["eeg"].rate
-                fields.update(eeg=EEG_FILE, eeg_sampling_rate=int(rate) if float(rate).is_integer() else rate)
-            write_session_json(self.directory, labels=self._labels, extra=self._extra, **fields)
+            try:
+                if self._video is not None:
+                    self._video.close()
+                if self._audio is not None:
+                    self._audio.close()
+                if self._eeg_file is not None:
+                    self._eeg_file.close()
+            finally:
+                self._write_json(complete=True)
             self.session = load_session(self.directory)
             log.info("recorded session %s: %s", self.directory, self.counts)
+
+    # -- session.json -----------------------------------------------------------------------------------------
+
+    def _json_state(self) -> tuple[object, ...]:
+        return self._video is not None, self._audio is not None, self._eeg_file is not None, self._start_unix
+
+    def _write_json(self, *, complete: bool) -> None:
+        fields: dict[str, Any] = {}
+        if self._video is not None:
+            fields["video"] = VIDEO_FILE
+        if self._audio is not None:
+            fields["audio"] = AUDIO_FILE
+        if self._eeg_file is not None:
+            rate = self._infos["eeg"].rate
+            fields.update(eeg=EEG_FILE, eeg_sampling_rate=int(rate) if float(rate).is_integer() else rate)
+        recording: dict[str, Any] = {"complete": complete}
+        if self._start_unix is not None:
+            recording["start_unix_s"] = self._start_unix
+        write_session_json(self.directory, labels=self._labels, extra={**self._extra, "recording": recording},
+                           **fields)
 
     # -- per modality -----------------------------------------------------------------------------------------
 
@@ -181,38 +213,37 @@ class SessionRecorder:
     def _origin(self, chunk: Chunk, span_s: float) -> None:
         if self.start_ns is None:
             self.start_ns = chunk.t_ns - round(span_s * 1e9)
+        if self._start_unix is None:
+            # Chunk times are time.monotonic_ns() in the daemon; other clocks give no wall-clock start.
+            unix = time.time() - (time.monotonic_ns() - self.start_ns) / 1e9
+            self._start_unix = round(unix, 3) if 1e9 < unix < 1e11 else None
 
     def _add_frame(self, chunk: Chunk, info: StreamInfo) -> None:
         frame = _bgr(chunk.data)
         self._origin(chunk, 0.0)
         slot = round(self._session_s(chunk.t_ns) * info.rate)
-        if slot < self._frames_written:
+        written = self.counts["face"]
+        if slot < written:
             return  # its slot is taken (or it precedes the start): drop
         if self._video is None:
-            import cv2
-
             height, width = frame.shape[:2]
-            path = self.directory / VIDEO_FILE
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(info.rate), (width, height))
-            if not writer.isOpened():
-                raise SensorError(f"cannot write {path}: OpenCV has no mp4v encoder for {width}x{height} at "
-                                  f"{info.rate:g} fps")
-            self._video, self._video_size = writer, (width, height)
-        if (frame.shape[1], frame.shape[0]) != self._video_size:
+            self._video = MjpegAviWriter(self.directory / VIDEO_FILE, (width, height), float(info.rate))
+        size = self._video.size
+        if (frame.shape[1], frame.shape[0]) != size:
             import cv2
 
             if not self._resize_warned:
                 log.warning("video frames changed size to %dx%d; resizing to %dx%d for %s", frame.shape[1],
-                            frame.shape[0], *self._video_size, VIDEO_FILE)  # type: ignore[misc]
+                            frame.shape[0], *size, VIDEO_FILE)
                 self._resize_warned = True
-            frame = cv2.resize(frame, self._video_size, interpolation=cv2.INTER_AREA)
-        fill = frame if self._last_frame is None else self._last_frame
-        while self._frames_written < slot:
-            self._video.write(fill)
-            self._frames_written += 1
-        self._video.write(frame)
-        self._frames_written += 1
-        self._last_frame = frame
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        first = written == 0
+        if first:
+            self._video.write(frame)  # the first frame also fills the slots before it
+        for _ in range(slot - written):
+            self._video.repeat()  # the previous frame fills the slots skipped since
+        if not first:
+            self._video.write(frame)
 
     def _add_audio(self, chunk: Chunk, info: StreamInfo) -> None:
         if np.asarray(chunk.data).size == 0:
@@ -235,7 +266,6 @@ class SessionRecorder:
                                            subtype=self.audio_subtype)
             except (RuntimeError, OSError) as exc:
                 raise SensorError(f"cannot write {path}: {exc}") from None
-            self._audio_rate = rate
             self._write_audio(np.zeros(first, dtype=np.float32))  # align the first chunk with the start
         gap = first - self._samples_written
         slack = round(AUDIO_SLACK_S * rate)
@@ -274,18 +304,24 @@ class SessionRecorder:
         keep = times >= 0
         if keep.any():
             self._eeg_last_t = float(times[keep][-1])
-        if self._eeg_writer is None:
+        if self._eeg_file is None:
             path = self.directory / EEG_FILE
             try:
-                self._eeg_file = open(path, "w", newline="", encoding="utf-8")
+                self._eeg_file = open(path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
             except OSError as exc:
-                raise SensorError(f"cannot write {path}: {exc}") from None
-            self._eeg_writer = csv.writer(self._eeg_file, lineterminator="\n")
-            self._eeg_writer.writerow([*names, TIMESTAMP_COLUMN])
+                raise SensorError(f"cannot write {path}: {exc.strerror or exc}") from None
+            write_all(self._eeg_file, _csv_bytes([[*names, TIMESTAMP_COLUMN]]))
         values = data.astype(np.float64).T[keep].tolist()
         stamps = [round(t, 9) for t in times[keep].tolist()]
-        self._eeg_writer.writerows(row + [t] for row, t in zip(values, stamps))
+        # Whole rows in one unbuffered write: a kill never leaves half a row, nor rows in a buffer.
+        write_all(self._eeg_file, _csv_bytes(row + [t] for row, t in zip(values, stamps)))
         self._eeg_rows += len(stamps)
+
+
+def _csv_bytes(rows: Iterable[list[Any]]) -> bytes:
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    return text.getvalue().encode("utf-8")
 
 
 def _label(item: Mapping[str, Any]) -> Label:

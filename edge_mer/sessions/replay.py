@@ -5,7 +5,11 @@ Each source turns a session time ``t`` (seconds from the session start) into
 ``chunk.meta["session_t"]``:
 
 * :class:`VideoReplaySource` (``"face"``): one BGR uint8 frame per chunk,
-  ``t = index / fps`` (fps from the container; a file without one is refused).
+  ``t = index / fps`` (fps from the container, in 0..1000; a file without one
+  is refused). Undecodable frames are skipped and keep their index
+  (:class:`~edge_mer.sources.video_file.FileFrames`), so the frames after a
+  corrupt stretch keep their time; a file without a frame count (a recording
+  that was killed) plays to its last decodable frame.
 * :class:`AudioReplaySource` (``"speech"``): float32 mono chunks of ``chunk_ms``
   (20 ms) at the file's own rate, read and mixed down by
   :class:`~edge_mer.sources.wav.SoundFileReader` (as the live WAV source
@@ -16,8 +20,9 @@ Each source turns a session time ``t`` (seconds from the session start) into
   about 0.1 s, channels named by the CSV header; ``t`` is the ``timestamp`` of
   the newest row when the column exists, else its index / rate. The rate is
   ``eeg_sampling_rate`` or, without it, ``1 / median interval`` of the first
-  2,048 timestamps (rounded to 1e-6 Hz). A first timestamp above 1e6 s is
-  refused as an epoch time (session times count from the session start).
+  2,048 timestamps (rounded to 1e-6 Hz) and must be in 1..100000 Hz. A
+  timestamp beyond +-1e6 s is refused (an epoch time, not seconds from the
+  session start), as is a line of more than 64 Ki characters.
 
 ``pace=False`` (fast replay) never sleeps; every stream yields chunks in
 non-decreasing ``t_ns``, so ``heapq.merge(*sources, key=lambda c: c.t_ns)``
@@ -29,7 +34,9 @@ running iteration at the next chunk, or at once while it is sleeping; the file
 is released by the iterating thread.
 
 Errors opening or decoding a file raise :class:`~edge_mer.errors.SensorError`
-naming the file.
+naming the file (and line and column for CSV), never quoting its content. Each
+source checks again at ``open`` that its file is a regular file inside the
+session directory.
 """
 from __future__ import annotations
 
@@ -48,15 +55,17 @@ import numpy as np
 from edge_mer.errors import ConfigError, SensorError
 from edge_mer.names import Modality
 from edge_mer.numeric import is_number_text
-from edge_mer.sessions.format import Session, load_session, read_eeg_header
+from edge_mer.sessions.eeg_csv import MAX_HEADER_CHARS, read_eeg_header
+from edge_mer.sessions.format import EEG_RATE_HZ, MAX_SESSION_S, Session, load_session
 from edge_mer.sources.base import Chunk, Source, StreamInfo
 from edge_mer.sources.wav import SoundFileReader, chunk_samples
 
 log = logging.getLogger(__name__)
 
 EEG_CHUNK_S = 0.1
+MAX_FPS = 1000.0
 _RATE_PREFIX_ROWS = 2048
-_MAX_SESSION_S = 1e6  # a first timestamp above this is an epoch time, not seconds from the session start
+_MAX_LINE_CHARS = MAX_HEADER_CHARS  # an EEG CSV data line
 
 
 class _ReplaySource(Source):
@@ -72,16 +81,19 @@ class _ReplaySource(Source):
         if clock_offset_ns is not None and (not isinstance(clock_offset_ns, int) or isinstance(clock_offset_ns, bool)):
             raise ConfigError(f"clock_offset_ns={clock_offset_ns!r}: expected an integer (nanoseconds) or None")
         self.session = session if isinstance(session, Session) else load_session(session)
-        path = self.session.path(self.key)
-        if path is None:
+        if self.session.path(self.key) is None:
             raise ConfigError(f"session {self.session.root} has no {self.key!r} file to replay")
-        self.path: Path = path
+        self.path: Path = self.session.file(self.key)  # type: ignore[assignment]
         self.pace = pace
         self._offset_arg = clock_offset_ns
         self.clock_offset_ns = 0 if clock_offset_ns is None else clock_offset_ns
         self._stop = threading.Event()
 
     def open(self) -> None:
+        try:  # again: the directory may have changed since the session was loaded
+            self.session.file(self.key)
+        except ConfigError as exc:
+            raise SensorError(str(exc)) from None
         self._stop.clear()
         if self._offset_arg is None:
             self.clock_offset_ns = time.monotonic_ns() if self.pace else 0
@@ -122,40 +134,54 @@ class VideoReplaySource(_ReplaySource):
     def _probe(self) -> StreamInfo:
         import cv2
 
-        cap = cv2.VideoCapture(str(self.path))
+        cap = self._capture()
         try:
-            if not cap.isOpened():
-                raise SensorError(f"video {self.path}: OpenCV cannot open it (expected a video file such as MP4)")
             fps = float(cap.get(cv2.CAP_PROP_FPS))
             width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
             frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         finally:
             cap.release()
-        if not math.isfinite(fps) or fps <= 0:
-            raise SensorError(f"video {self.path}: frame rate {fps} is unusable (expected fps > 0 in the file)")
+        if not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
+            raise SensorError(f"video {self.path}: frame rate {fps:.6g} is unusable (expected 0 < fps <= "
+                              f"{MAX_FPS:g} in the file)")
         self.fps = fps
+        count = f"{frames} frames" if frames > 0 else "frame count unknown"
         return StreamInfo("face", fps, description=f"replay of {self.path.name}: {width}x{height}, "
-                          f"{fps:g} fps, ~{frames} frames")
+                          f"{fps:g} fps, {count}")
 
-    def _chunks(self) -> Iterator[Chunk]:
+    def _capture(self) -> Any:
+        """An opened ``cv2.VideoCapture`` of the file; SensorError (one line) when OpenCV cannot open it."""
         import cv2
 
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            raise SensorError(f"video {self.path}: OpenCV cannot open it")
+        from edge_mer.sources.video_file import cv_error_line
+
         try:
-            index = 0
+            cap = cv2.VideoCapture(str(self.path))
+            opened = cap.isOpened()
+        except cv2.error as exc:
+            raise SensorError(f"video {self.path}: OpenCV failed to open it ({cv_error_line(exc)})") from None
+        if not opened:
+            cap.release()
+            raise SensorError(f"video {self.path}: OpenCV cannot open it (expected a video file such as AVI or MP4)")
+        return cap
+
+    def _chunks(self) -> Iterator[Chunk]:
+        from edge_mer.sources.video_file import FileFrames
+
+        cap = self._capture()
+        try:
+            frames = FileFrames(cap, f"video {self.path}")
             while not self._stop.is_set():
                 started = time.perf_counter_ns()
-                ok, frame = cap.read()
-                if not ok or frame is None:
+                got = frames.next()
+                if got is None:
                     break
+                index, frame = got
                 decode_ms = (time.perf_counter_ns() - started) / 1e6
                 chunk = self._deliver(index / self.fps, frame, {"frame_index": index, "decode_ms": decode_ms})
                 if chunk is None:
                     break
                 yield chunk
-                index += 1
         finally:
             cap.release()
 
@@ -215,9 +241,6 @@ class EegReplaySource(_ReplaySource):
         source = "eeg_sampling_rate"
         if ts_col is not None:
             stamps = [t for t, _ in self._rows(limit=_RATE_PREFIX_ROWS)]
-            if stamps and abs(stamps[0]) > _MAX_SESSION_S:
-                raise SensorError(f"eeg {self.path}: first timestamp {stamps[0]:.6g} s looks like an epoch time; "
-                                  "expected seconds from the session start (subtract the first timestamp)")
             if rate is None:
                 steps = [b - a for a, b in zip(stamps, stamps[1:])]
                 step = statistics.median(steps) if steps else 0.0
@@ -225,6 +248,10 @@ class EegReplaySource(_ReplaySource):
                     raise SensorError(f"eeg {self.path}: cannot derive the sampling rate from {len(stamps)} "
                                       "timestamps (expected increasing times); set eeg_sampling_rate")
                 rate, source = round(1.0 / step, 6), "timestamps"  # 249.99999999999977 -> 250.0
+                low, high = EEG_RATE_HZ
+                if not low <= rate <= high:
+                    raise SensorError(f"eeg {self.path}: the timestamps give {rate:.6g} Hz, expected a sampling "
+                                      f"rate in {low}..{high} Hz")
         if rate is None:
             raise SensorError(f"eeg {self.path}: no timestamp column and no eeg_sampling_rate in session.json")
         self.rate = float(rate)
@@ -234,52 +261,59 @@ class EegReplaySource(_ReplaySource):
                                       f"{self.rate:g} Hz (from {source})")
 
     def _rows(self, limit: int | None = None) -> Iterator[tuple[float | None, list[float]]]:
-        """(timestamp or None, channel values) per data row, validated; stops after ``limit`` rows."""
+        """(timestamp or None, channel values) per data row, validated; stops after ``limit`` rows.
+
+        Errors name the line and column, never the text there (the file is untrusted).
+        """
         width = len(self.channels) + (self.ts_col is not None)
-        count = 0
+        count, last_stamp, line = 0, -math.inf, 1
         try:
-            with open(self.path, newline="", encoding="utf-8") as fh:
-                reader = csv.reader(fh)
+            with open(self.path, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.reader(_bounded_lines(fh, self.path))
                 next(reader, None)
                 for row in reader:
+                    line = reader.line_num
                     if not row or (len(row) == 1 and not row[0].strip()):
                         continue
                     if limit is not None and count >= limit:
                         return
-                    line = reader.line_num
+                    where = f"eeg {self.path} line {line}"
                     if len(row) != width:
-                        raise SensorError(f"eeg {self.path} line {line}: {len(row)} values, expected {width} "
-                                          "(one per header column)")
+                        raise SensorError(f"{where}: {len(row)} values, expected {width} (one per header column)")
                     try:
                         values = [float(v) for v in row]
                     except ValueError:
-                        bad = next(v for v in row if not is_number_text(v))
-                        raise SensorError(f"eeg {self.path} line {line}: {bad!r} is not a number") from None
+                        col = next(i for i, v in enumerate(row) if not is_number_text(v)) + 1
+                        raise SensorError(f"{where} column {col}: not a number, expected one per column") from None
                     stamp = None
                     if self.ts_col is not None:
                         stamp = values[self.ts_col]
-                        if not math.isfinite(stamp):
-                            raise SensorError(f"eeg {self.path} line {line}: timestamp {stamp} is not finite")
+                        if not abs(stamp) <= MAX_SESSION_S:
+                            what = "looks like an epoch time" if math.isfinite(stamp) else "is not finite"
+                            raise SensorError(f"{where}: the timestamp {what}; expected seconds from the session "
+                                              f"start, within +-{MAX_SESSION_S:g}")
+                        if stamp < last_stamp:
+                            raise SensorError(f"{where}: the timestamp is earlier than the previous row's; expected "
+                                              "non-decreasing times")
+                        last_stamp = stamp
                         values = [values[i] for i in self._columns]
                     count += 1
                     yield stamp, values
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise SensorError(f"eeg {self.path}: cannot read it ({exc})") from None
+        except UnicodeDecodeError:
+            raise SensorError(f"eeg {self.path} after line {line}: not UTF-8 text") from None
+        except csv.Error:
+            raise SensorError(f"eeg {self.path} after line {line}: not valid CSV") from None
+        except OSError as exc:
+            raise SensorError(f"eeg {self.path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
 
     def _chunks(self) -> Iterator[Chunk]:
         buffer: list[list[float]] = []
         index = -1  # index of the newest row read
-        last_stamp = -math.inf
         stamp: float | None = None
         rows = self._rows()
         try:
             for stamp, values in rows:
                 index += 1
-                if stamp is not None:
-                    if stamp < last_stamp:
-                        raise SensorError(f"eeg {self.path} row {index + 1}: timestamp {stamp} is earlier than the "
-                                          f"previous {last_stamp}; expected non-decreasing times")
-                    last_stamp = stamp
                 buffer.append(values)
                 if len(buffer) == self.chunk_samples:
                     chunk = self._emit(buffer, index, stamp)
@@ -298,6 +332,17 @@ class EegReplaySource(_ReplaySource):
         data = np.asarray(buffer, dtype=np.float64).T.copy()
         t = stamp if stamp is not None else index / self.rate
         return self._deliver(t, data, {"sample_index": index})
+
+
+def _bounded_lines(fh: Any, path: Path) -> Iterator[str]:
+    """The lines of a text file, refusing one longer than ``_MAX_LINE_CHARS`` before holding more of it."""
+    number = 0
+    while line := fh.readline(_MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > _MAX_LINE_CHARS:
+            raise SensorError(f"eeg {path} line {number}: longer than {_MAX_LINE_CHARS} characters, expected one "
+                              "sample's values")
+        yield line
 
 
 #: Modality -> the source replaying that modality's session file.

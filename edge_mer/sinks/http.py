@@ -4,8 +4,10 @@ Routes (``HttpConfig.host``:``port``, 127.0.0.1:8765 by default; port 0 picks
 a free port, exposed as :attr:`HttpSink.port` after ``open``):
 
 ``GET /healthz``
-    The latest health status as JSON: HTTP 200 when its ``status`` is ``ok``,
-    503 when ``degraded`` or before the daemon reported any health.
+    The latest health status exactly as the daemon reported it (the sink adds
+    nothing, so it holds no paths or secrets unless the daemon put them there):
+    HTTP 200 when its ``status`` is ``ok``, 503 when ``degraded`` or before the
+    daemon reported any health. Never needs the token (load balancers probe it).
 ``GET /metrics``
     Prometheus text exposition from a :class:`prometheus_client.CollectorRegistry`
     owned by the sink (never the global registry, so several sinks coexist).
@@ -17,18 +19,16 @@ a free port, exposed as :attr:`HttpSink.port` after ``open``):
     to the loop (``call_soon_threadsafe``); each client has a bounded queue and
     a slow client loses its *oldest* queued messages, counted in
     :attr:`HttpSink.dropped` and ``edge_mer_ws_dropped_messages_total``.
+``GET /``
+    The list of routes.
 
-Metric names: ``edge_mer_decisions_total``; ``edge_mer_modality_valid_total``
-and ``edge_mer_modality_invalid_total{reason}`` (the result's
-:class:`~edge_mer.names.ReasonCode`, so label cardinality stays bounded and
-no free text is parsed);
-``edge_mer_decision_latency_seconds`` and ``edge_mer_modality_latency_seconds``
-histograms (modality results with zero latency did no work and are not
-observed); ``edge_mer_probability{label}``, ``edge_mer_valence``,
-``edge_mer_arousal`` (latest decision); ``edge_mer_source_state{source,
-edge_mer_source_state=...}`` (an enum: 1 for the current state),
-``edge_mer_source_chunks``, ``edge_mer_source_last_chunk_age_seconds``,
-``edge_mer_healthy``, ``edge_mer_uptime_seconds``, ``edge_mer_ws_clients``.
+Access and limits (fields of :class:`HttpConfig`): a ``token`` for every
+route but /healthz, a header deadline for a new connection, an idle timeout
+for a kept-alive one, at most ``max_connections`` connections and one log
+line per malformed request: see :mod:`edge_mer.sinks.http_guard`. WebSocket
+clients beyond ``max_clients`` get 503.
+
+Metric names: see :mod:`edge_mer.sinks.http_metrics`.
 
 aiohttp and prometheus_client are imported in ``open`` only.
 """
@@ -40,7 +40,6 @@ import contextlib
 import errno
 import importlib
 import logging
-import math
 import socket
 import threading
 import time
@@ -50,33 +49,60 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from edge_mer.config import require
 from edge_mer.errors import ConfigError
-from edge_mer.names import SOURCE_STATES
 from edge_mer.results import Decision, dumps_json
 from edge_mer.sinks.base import Sink
+from edge_mer.sinks.http_guard import (
+    OPEN_ROUTE,
+    TOKEN_LENGTHS,
+    AccessGuard,
+    is_loopback,
+)
+from edge_mer.sinks.http_metrics import METRICS_CONTENT_TYPE, Metrics
+
+__all__ = ["HttpConfig", "HttpSink", "is_loopback"]  # is_loopback: re-exported, callers import it from here
 
 if TYPE_CHECKING:
     from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 _START_TIMEOUT_S = 5.0
 _STOP_TIMEOUT_S = 0.7  # of the 1 s that close() may take; the rest is for the loop thread to finish
 _CLOSE_BUDGET_S = 1.0
 _GOING_AWAY = 1001  # WebSocket close code (RFC 6455): the server is shutting down
+_INDEX = '{"routes":["/healthz","/metrics","/state","/ws"]}'
 
 
 @dataclass(frozen=True)
 class HttpConfig:
-    """HTTP + WebSocket output: /healthz, /metrics (Prometheus), /state, /ws."""
+    """HTTP + WebSocket output: /healthz, /metrics (Prometheus), /state, /ws.
+
+    ``token``: "" for none (a non-loopback bind then gets a generated one); a
+    secret, so kept out of ``repr``. The timeouts and limits: see :mod:`edge_mer.sinks.http_guard`.
+    """
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 8765
+    token: str = field(default="", repr=False)
+    idle_timeout_s: float = 15.0
+    header_timeout_s: float = 10.0
+    max_clients: int = 64
+    max_connections: int = 256
 
     def __post_init__(self) -> None:
         require(0 <= self.port <= 65535, f"port must be in 0..65535, got {self.port}")
+        low, high = TOKEN_LENGTHS
+        # The message gives the length only: the token is a secret.
+        require(self.token == "" or (low <= len(self.token) <= high and all("!" <= c <= "~" for c in self.token)),
+                f"token must be {low}..{high} printable ASCII characters without spaces "
+                f"(got {len(self.token)} characters)")
+        for name in ("idle_timeout_s", "header_timeout_s"):
+            value = getattr(self, name)
+            require(0 < value <= 3600, f"{name} must be in (0, 3600] seconds, got {value}")
+        require(self.max_clients >= 1, f"max_clients must be >= 1, got {self.max_clients}")
+        require(self.max_connections >= self.max_clients,
+                f"max_connections must be >= max_clients ({self.max_clients}), got {self.max_connections}")
 
 
 def _require(module: str, package: str) -> ModuleType:
@@ -103,70 +129,6 @@ def _bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"outputs.http: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-class _Metrics:
-    """The Prometheus metrics of one sink, in their own registry."""
-
-    def __init__(self, prom: ModuleType) -> None:
-        self.registry = reg = prom.CollectorRegistry()
-        self.decisions = prom.Counter("edge_mer_decisions", "Decisions emitted.", registry=reg)
-        self.valid = prom.Counter("edge_mer_modality_valid", "Valid modality results.", ["modality"], registry=reg)
-        self.invalid = prom.Counter("edge_mer_modality_invalid", "Invalid modality results by reason.",
-                                    ["modality", "reason"], registry=reg)
-        self.latency = prom.Histogram("edge_mer_decision_latency_seconds", "Decision latency.",
-                                      buckets=LATENCY_BUCKETS_S, registry=reg)
-        self.modality_latency = prom.Histogram("edge_mer_modality_latency_seconds", "Per-modality latency.",
-                                               ["modality"], buckets=LATENCY_BUCKETS_S, registry=reg)
-        self.probability = prom.Gauge("edge_mer_probability", "Latest fused probability per label.", ["label"],
-                                      registry=reg)
-        self.valence = prom.Gauge("edge_mer_valence", "Latest valence.", registry=reg)
-        self.arousal = prom.Gauge("edge_mer_arousal", "Latest arousal.", registry=reg)
-        self.source_state = prom.Enum("edge_mer_source_state", "Source state.", ["source"],
-                                      states=list(SOURCE_STATES), registry=reg)
-        self.source_chunks = prom.Gauge("edge_mer_source_chunks", "Chunks delivered by a source.", ["source"],
-                                        registry=reg)
-        self.source_age = prom.Gauge("edge_mer_source_last_chunk_age_seconds", "Age of a source's last chunk.",
-                                     ["source"], registry=reg)
-        self.healthy = prom.Gauge("edge_mer_healthy", "1 when the daemon reports status ok.", registry=reg)
-        self.uptime = prom.Gauge("edge_mer_uptime_seconds", "Daemon uptime.", registry=reg)
-        self.ws_clients = prom.Gauge("edge_mer_ws_clients", "Connected WebSocket clients.", registry=reg)
-        self.ws_dropped = prom.Counter("edge_mer_ws_dropped_messages", "Messages dropped for slow WebSocket clients.",
-                                       registry=reg)
-        self._generate = prom.generate_latest
-
-    def observe_decision(self, decision: Decision) -> None:
-        self.decisions.inc()
-        self.latency.observe(decision.latency_ms / 1000.0)
-        for label, p in decision.probs.items():
-            self.probability.labels(label=label).set(p)
-        self.valence.set(decision.valence)
-        self.arousal.set(decision.arousal)
-        for result in decision.modalities:
-            if result.valid:
-                self.valid.labels(modality=result.modality).inc()
-            else:
-                code = result.code.value if result.code is not None else "unknown"
-                self.invalid.labels(modality=result.modality, reason=code).inc()
-            if result.latency_ms > 0:
-                self.modality_latency.labels(modality=result.modality).observe(result.latency_ms / 1000.0)
-
-    def observe_health(self, status: dict[str, Any]) -> None:
-        self.healthy.set(1.0 if status.get("status") == "ok" else 0.0)
-        self.uptime.set(float(status.get("uptime_s", 0.0)))
-        for source, info in status.get("sources", {}).items():
-            state = info.get("state")
-            if state in SOURCE_STATES:
-                self.source_state.labels(source=source).state(state)
-            else:
-                log.warning("health: source %s has unknown state %r (expected one of %s)",
-                            source, state, ", ".join(SOURCE_STATES))
-            self.source_chunks.labels(source=source).set(float(info.get("chunks", 0)))
-            age = info.get("last_chunk_age_s")
-            self.source_age.labels(source=source).set(math.nan if age is None else float(age))
-
-    def exposition(self) -> bytes:
-        return self._generate(self.registry)
-
-
 @dataclass(eq=False)
 class _Client:
     """One WebSocket client: its response and its bounded queue of pending messages."""
@@ -190,16 +152,26 @@ class HttpSink(Sink):
         self.port: int | None = None
         #: WebSocket messages dropped because a client's queue was full.
         self.dropped = 0
+        self._guard = AccessGuard(config.token, idle_timeout_s=config.idle_timeout_s,
+                                  header_timeout_s=config.header_timeout_s, max_connections=config.max_connections)
         self._client_queue = client_queue
         self._lock = threading.Lock()
         self._decision: str | None = None
         self._health: tuple[str, bool] | None = None  # (JSON text, status is ok)
         self._web: Any = None  # aiohttp.web, once open
-        self._metrics: _Metrics | None = None
+        self._metrics: Metrics | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._clients: set[_Client] = set()  # touched on the loop thread only
+        self._server: asyncio.AbstractServer | None = None
+        # Touched on the loop thread only:
+        self._clients: set[_Client] = set()
+        self._ws_opening = 0  # handshakes in progress, counted against max_clients
+
+    @property
+    def token(self) -> str:
+        """The token the protected routes need ("" when none): configured, or generated by ``open``."""
+        return self._guard.token
 
     # -- Sink API (any thread) -------------------------------------------------------------
     def open(self) -> None:
@@ -207,22 +179,25 @@ class HttpSink(Sink):
         if self._thread is not None:
             return
         self._web = web = _require("aiohttp.web", "aiohttp")
+        protocol_error = _require("aiohttp.http", "aiohttp").HttpProcessingError
         prom = _require("prometheus_client", "prometheus-client")
         sock = _bind(self.config.host, self.config.port)
         self.port = sock.getsockname()[1]
-        self._metrics = self._metrics or _Metrics(prom)
+        self._guard.ensure_token(self.config.host, self.port, sock.getsockname()[0])
+        self._metrics = self._guard.metrics = self._metrics or Metrics(prom)
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._thread = threading.Thread(target=self._run_loop, args=(loop,), daemon=True,
                                         name=f"edge-mer-http:{self.port}")
         self._thread.start()
         try:
-            asyncio.run_coroutine_threadsafe(self._start(web, sock), loop).result(_START_TIMEOUT_S)
+            asyncio.run_coroutine_threadsafe(self._start(web, protocol_error, sock), loop).result(_START_TIMEOUT_S)
         except (OSError, RuntimeError, concurrent.futures.TimeoutError) as exc:
             sock.close()
             self.close()
             raise ConfigError(f"outputs.http: cannot serve on {self.config.host}:{self.port}: {exc}") from exc
-        log.info("HTTP sink listening on http://%s:%d (/healthz /metrics /state /ws)", self.config.host, self.port)
+        log.info("HTTP sink listening on http://%s:%d (/healthz /metrics /state /ws)%s", self.config.host, self.port,
+                 ", token required but for /healthz" if self._guard.token else "")
 
     def emit(self, decision: Decision) -> None:
         """Keep ``decision`` as the latest state, update the metrics and queue it for WebSocket clients."""
@@ -238,7 +213,7 @@ class HttpSink(Sink):
                 loop.call_soon_threadsafe(self._broadcast, text)
 
     def health(self, status: dict[str, Any]) -> None:
-        """Keep the latest health status for /healthz and the source metrics."""
+        """Keep the latest health status for /healthz (served as given) and the source metrics."""
         with self._lock:
             self._health = (dumps_json(status), status.get("status") == "ok")
         if self._metrics is not None:
@@ -280,17 +255,28 @@ class HttpSink(Sink):
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    async def _start(self, web: ModuleType, sock: socket.socket) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._get_healthz)
+    async def _start(self, web: ModuleType, protocol_error: type[BaseException], sock: socket.socket) -> None:
+        app = web.Application(middlewares=[self._guard.middleware(web)])
+        app.router.add_get("/", self._get_index)
+        app.router.add_get("/healthz", self._get_healthz, name=OPEN_ROUTE)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/state", self._get_state)
         app.router.add_get("/ws", self._ws)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.25, access_log=None)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.25, access_log=None,
+                                     **self._guard.handler_options(protocol_error))
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        # Our own listener instead of web.SockSite: its protocol factory is where a connection is accepted,
+        # which aiohttp has no hook for, and the header timeout starts there.
+        self._server = await asyncio.get_running_loop().create_server(self._accept, sock=sock, backlog=128)
+
+    def _accept(self) -> asyncio.BaseProtocol:
+        """The protocol of a new connection: see :meth:`AccessGuard.accept`."""
+        return self._guard.accept(self._runner.server if self._runner is not None else None)
 
     async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()  # accept no more connections
+        self._guard.cancel_deadlines()
         clients = list(self._clients)
         for client in clients:
             if client.sender is not None:
@@ -317,6 +303,9 @@ class HttpSink(Sink):
     def _json(self, text: str, status: int = 200) -> web.Response:
         return self._web.Response(text=text, status=status, content_type="application/json")
 
+    async def _get_index(self, request: web.Request) -> web.Response:
+        return self._json(_INDEX)
+
     async def _get_healthz(self, request: web.Request) -> web.Response:
         with self._lock:
             health = self._health
@@ -327,7 +316,7 @@ class HttpSink(Sink):
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
         assert self._metrics is not None
-        return self._web.Response(body=self._metrics.exposition(), headers={"Content-Type": _METRICS_CONTENT_TYPE})
+        return self._web.Response(body=self._metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _get_state(self, request: web.Request) -> web.Response:
         with self._lock:
@@ -336,9 +325,17 @@ class HttpSink(Sink):
             return self._json('{"error":"no decision yet"}', 404)
         return self._json(text)
 
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if len(self._clients) + self._ws_opening >= self.config.max_clients:
+            if self._metrics is not None:
+                self._metrics.refused.labels(what="ws_client").inc()
+            return self._json('{"error":"too many WebSocket clients"}', 503)
         ws = self._web.WebSocketResponse(heartbeat=20.0, timeout=0.5)
-        await ws.prepare(request)
+        self._ws_opening += 1  # a slot is held during the handshake, so concurrent ones cannot overshoot
+        try:
+            await ws.prepare(request)
+        finally:
+            self._ws_opening -= 1
         transport = request.transport if isinstance(request.transport, asyncio.Transport) else None
         client = _Client(ws, asyncio.Queue(maxsize=self._client_queue), transport)
         client.sender = asyncio.get_running_loop().create_task(self._send_loop(client))

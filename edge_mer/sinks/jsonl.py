@@ -78,6 +78,8 @@ class JsonlSink(Sink):
             stream.flush()
             if self._owned:
                 stream.close()
+        except BrokenPipeError:
+            pass  # stdout's reader left (`edge-mer run | head`): nothing is lost that anyone could read
         except OSError as exc:
             # Closing is cleanup: a full disk was already reported when writing failed.
             log.warning("closing %s failed: %s", self.target, exc)

@@ -21,6 +21,10 @@ cannot be interrupted from Python, so an abandoned reader releases its capture
 whenever its read returns. A video file is played like a camera (paced at its
 frame rate) and ends the iteration at its end; with ``pace=False`` it yields
 every frame as fast as the consumer takes them, stamped with the file's clock.
+Undecodable frames of a file are skipped
+(:class:`~edge_mer.sources.video_file.FileFrames`, which the session replay
+uses too). :meth:`CameraSource.open` fails (``SensorError``) unless the device
+opens and delivers a first frame; later failures reconnect.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from edge_mer.config import require
 from edge_mer.errors import SensorError
 from edge_mer.sources.backoff import Backoff, ReconnectPolicy
 from edge_mer.sources.base import Chunk, Source, StreamInfo
+from edge_mer.sources.video_file import FileFrames, cv_error_line, read_capture
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ OPEN_TIMEOUT_S = 10.0  # URLs and pipelines: longest wait for a stream to open (
 FIRST_FRAME_GRACE_S = 3.0  # extra time for the first frame after (re)connecting: sensors warm up
 CLOSE_WAIT_S = 0.45  # close() waits this long for the threads, inside the 0.5 s contract
 DEFAULT_FPS = 30.0  # reported when neither the device nor the config knows its rate
+MAX_CAMERA_INDEX = 9999
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class CameraConfig:
 
     def __post_init__(self) -> None:
         require(self.device != "", "device must name a camera index, file, URL or pipeline")
+        if _is_index(self.device):
+            require(len(self.device) <= 4, f"device={_shown(self.device)}: a camera index must be in "
+                                           f"0..{MAX_CAMERA_INDEX}")
         require(self.width >= 0 and self.height >= 0 and self.fps >= 0, "width, height and fps must be >= 0")
         require(0 < self.reconnect_min_s <= self.reconnect_max_s,
                 f"need 0 < reconnect_min_s <= reconnect_max_s, got {self.reconnect_min_s} and {self.reconnect_max_s}")
@@ -81,9 +90,17 @@ class CameraConfig:
         require(self.max_failures >= 0, f"max_failures must be >= 0, got {self.max_failures}")
 
 
+def _is_index(device: str) -> bool:
+    return device.isascii() and device.isdigit()  # "²".isdigit() holds, but int() refuses it
+
+
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= 40 else repr(value[:37]) + "..."
+
+
 def device_kind(device: str, api: str = "auto") -> DeviceKind:
     """Classify ``CameraConfig.device``: camera index, device node, video file, URL or GStreamer pipeline."""
-    if device.isdigit():
+    if _is_index(device):
         return "index"
     if api == "gstreamer" or " ! " in device:
         return "pipeline"
@@ -148,14 +165,37 @@ class CameraSource(Source):
             raise SensorError(f"{self._name}: no such video file (expected a camera index, a video file, "
                               "a URL or a GStreamer pipeline with api='gstreamer')")
         cap = self._open_capture()
-        self._fps = self._frame_rate(cap)
-        size = f"{int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
+        try:
+            self._fps = self._frame_rate(cap)
+            size = f"{int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
+            backend = cap.getBackendName()
+        except cv2.error as exc:
+            cap.release()
+            raise SensorError(f"{self._name}: OpenCV failed to describe it ({cv_error_line(exc)})") from None
         self._info = StreamInfo(modality="face", rate=self._fps,
-                                description=f"{self._name} via {cap.getBackendName()}, {size} @ {self._fps:g} fps")
-        log.info("opened %s", self._info.description)
+                                description=f"{self._name} via {backend}, {size} @ {self._fps:g} fps")
         self._supervisor = threading.Thread(target=self._supervise, args=(cap,), name="camera-supervisor",
                                             daemon=True)
         self._supervisor.start()
+        wait_s = FIRST_FRAME_GRACE_S + self.config.read_timeout_s
+        if not self._first_frame(wait_s):
+            self.close()
+            error = self._error
+            raise SensorError(str(error) if error is not None else
+                              f"{self._name}: opened, but it delivered no frame (waited up to {wait_s:g} s; "
+                              "expected a working camera or a video with decodable frames)")
+        log.info("opened %s", self._info.description)
+
+    def _first_frame(self, wait_s: float) -> bool:
+        """Wait until the first connection delivers a frame (True), ends without one or ``wait_s`` passes."""
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while self._frames == 0 and not self._reader_ended and not self._done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+            return self._frames > 0
 
     def close(self) -> None:
         """Stop the threads (within ~0.5 s) and release the capture; idempotent."""
@@ -204,13 +244,20 @@ class CameraSource(Source):
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(OPEN_TIMEOUT_S * 1000),
                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cfg.read_timeout_s * 1000)]
         target: Any = int(cfg.device) if self._kind == "index" else cfg.device
-        cap = cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
-        if not cap.isOpened():
+        cap = None
+        try:
+            cap = cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
+            opened = cap.isOpened()
+            if opened and self._kind != "file":
+                self._apply_settings(cap)
+        except cv2.error as exc:
+            if cap is not None:
+                cap.release()
+            raise SensorError(f"{self._name}: OpenCV failed to open it ({cv_error_line(exc)})") from None
+        if not opened:
             cap.release()
             raise SensorError(f"{self._name}: cannot open it as a {self._kind} with OpenCV api={cfg.api!r} "
                               "(expected a connected camera, a readable video, a reachable URL or a valid pipeline)")
-        if self._kind != "file":
-            self._apply_settings(cap)
         return cap
 
     def _apply_settings(self, cap: cv2.VideoCapture) -> None:
@@ -265,7 +312,7 @@ class CameraSource(Source):
 
     def _finish(self, error: SensorError | None) -> None:
         with self._cond:
-            self._error = error
+            self._error = error or self._error  # keep a file reader's error
             self._done = True
             self._cond.notify_all()
 
@@ -296,18 +343,33 @@ class CameraSource(Source):
         pace = self.is_file and self.pace
         period = 1.0 / self._fps
         due = time.monotonic()
+        frames = FileFrames(cap, self._name) if self.is_file else None
+        last = -1
         try:
             while not self._stop.is_set() and generation == self._generation:
-                ok, image = cap.read()
-                if not ok or image is None:
-                    break
+                if frames is not None:
+                    got = frames.next()
+                    if got is None:
+                        break
+                    index, image = got
+                else:
+                    ok, image = read_capture(cap, self._name)
+                    if not ok:
+                        break
+                    index = last + 1
                 pos_ms = float(cap.get(cv2.CAP_PROP_POS_MSEC))
-                if pace:
-                    due = self._pace(due, period)
+                if pace:  # skipped frames keep their time: the next good one is due after them
+                    due = self._pace(due + period * (index - last - 1), period)
                     if self._stop.is_set():
                         break
-                if not self._publish(image, pos_ms, generation):
+                last = index
+                if not self._publish(image, pos_ms, generation):  # type: ignore[arg-type]
                     break
+        except (SensorError, cv2.error) as exc:
+            error = exc if isinstance(exc, SensorError) else SensorError(f"{self._name}: {cv_error_line(exc)}")
+            log.warning("%s", error)
+            if self.is_file:
+                self._error = error  # a file is not reconnected: the iteration ends with this error
         finally:
             cap.release()
             with self._cond:

@@ -70,9 +70,14 @@ class BoardConfig:
     max_failures: int = 0
 
     def __post_init__(self) -> None:
-        require(self.board != "", "board must be a BrainFlow BoardIds name or number")
+        require(self.board != "" and len(self.board) <= 64, "board must be a BrainFlow BoardIds name or number")
+        require(0 <= self.ip_port <= 65535, f"ip_port must be in 0..65535, got {self.ip_port}")
+        require(0 <= self.ip_protocol <= 16, f"ip_protocol must be a BrainFlow IpProtocolTypes value, got "
+                                             f"{self.ip_protocol}")
+        require(0 <= self.timeout <= 3600, f"timeout must be in 0..3600 s, got {self.timeout}")
         require(0.01 <= self.poll_s <= 1.0, f"poll_s must be in 0.01..1, got {self.poll_s}")
-        require(self.buffer_s >= 5.0, f"buffer_s must be >= 5, got {self.buffer_s}")
+        require(5.0 <= self.buffer_s <= 600.0, f"buffer_s must be in 5..600 s, got {self.buffer_s}")
+        require(self.reconnect_max_s <= 3600, f"reconnect_max_s must be at most 3600 s, got {self.reconnect_max_s}")
         require(0 < self.reconnect_min_s <= self.reconnect_max_s,
                 f"need 0 < reconnect_min_s <= reconnect_max_s, got {self.reconnect_min_s} and {self.reconnect_max_s}")
         require(self.max_failures >= 0, f"max_failures must be >= 0, got {self.max_failures}")

@@ -51,10 +51,14 @@ class MicrophoneConfig:
     file: Path | None = None
 
     def __post_init__(self) -> None:
-        require(self.rate >= 8000, f"rate must be >= 8000 Hz, got {self.rate}")
+        require(8000 <= self.rate <= 384000, f"rate must be in 8000..384000 Hz, got {self.rate}")
         require(1 <= self.channels <= 32, f"channels must be in 1..32, got {self.channels}")
         require(1.0 <= self.chunk_ms <= 500.0, f"chunk_ms must be in 1..500, got {self.chunk_ms}")
-        require(self.buffer_s >= 1.0, f"buffer_s must be >= 1, got {self.buffer_s}")
+        require(1.0 <= self.buffer_s <= 600.0, f"buffer_s must be in 1..600 s, got {self.buffer_s}")
+        require(len(self.device) <= 256, f"device must be an index or a name of at most 256 characters, got "
+                                         f"{len(self.device)} characters")
+        if self.device.strip().lstrip("-").isdigit():
+            require(0 <= int(self.device) <= 4096, f"device index must be in 0..4096, got {self.device}")
 
 
 def describe_inputs(devices: Sequence[Mapping[str, Any]]) -> str:

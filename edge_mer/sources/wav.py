@@ -32,6 +32,9 @@ from edge_mer.sources.base import Chunk, Source, StreamInfo
 
 log = logging.getLogger(__name__)
 
+SAMPLE_RATE_HZ = (4000, 384_000)  # sound files outside this are refused (a 3 Hz "speech" file is a mistake)
+MAX_CHANNELS = 64
+
 
 def chunk_samples(rate: float, chunk_ms: float) -> int:
     """Samples in one chunk of ``chunk_ms`` milliseconds at ``rate`` Hz (at least one)."""
@@ -54,7 +57,8 @@ class SoundFileReader:
     ``name`` prefixes every error (default ``sound file '<path>'``). Opening
     raises :class:`SensorError` when the file is missing or not audio; after
     that :attr:`rate`, :attr:`channels`, :attr:`subtype` and :attr:`frames`
-    describe it. :meth:`read` may run on one thread while :meth:`close` is
+    describe it; a sample rate outside ``SAMPLE_RATE_HZ`` (4000..384000 Hz)
+    is refused. :meth:`read` may run on one thread while :meth:`close` is
     called from another: the close waits for a read in progress, and later
     reads return None.
     """
@@ -70,9 +74,13 @@ class SoundFileReader:
             handle = soundfile.SoundFile(str(self.path))
         except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError derives from RuntimeError
             raise SensorError(f"{self.name}: cannot read it as audio ({exc}); expected a WAV or FLAC file") from None
-        if handle.samplerate <= 0 or handle.channels <= 0:
+        low, high = SAMPLE_RATE_HZ
+        if not low <= handle.samplerate <= high:
             handle.close()
-            raise SensorError(f"{self.name}: rate {handle.samplerate} Hz, {handle.channels} channels is unusable")
+            raise SensorError(f"{self.name}: sample rate {handle.samplerate} Hz, expected {low}..{high} Hz")
+        if not 0 < handle.channels <= MAX_CHANNELS:
+            handle.close()
+            raise SensorError(f"{self.name}: {handle.channels} channels, expected 1..{MAX_CHANNELS}")
         self.rate: int = int(handle.samplerate)
         self.channels: int = int(handle.channels)
         self.subtype: str = str(handle.subtype)

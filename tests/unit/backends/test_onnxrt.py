@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +95,43 @@ def test_corrupt_model_file_is_a_backend_error(tmp_path: Path) -> None:
     ref = ModelRef("face", "fp32", {"fp32": ModelFile(bad, "0" * 64)})
     with pytest.raises(BackendError, match="onnxruntime cannot load .*bad.onnx"):
         create_backend(ref, BackendOptions(name="onnxruntime")).load()
+
+
+TELEMETRY_DIR = Path(".cache") / "Microsoft" / "DeveloperTools" / ".onnxruntime"
+
+
+def _python(code: str, home: Path) -> subprocess.CompletedProcess[str]:
+    # The parent (this test session) already set ORT_DISABLE_TELEMETRY by importing the backend: drop it.
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env["HOME"] = str(home)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_onnxruntime_telemetry_is_off(tiny_bundle: Path, tmp_path: Path) -> None:
+    code = (
+        "import os, sys, numpy as np\n"
+        "from edge_mer.bundle import load_bundle\n"
+        "from edge_mer.backends.options import BackendOptions\n"
+        "from edge_mer.backends.registry import create_backend\n"
+        f"ref = load_bundle({str(tiny_bundle)!r}).model_ref('face')\n"
+        "with create_backend(ref, BackendOptions(name='onnxruntime')) as b:\n"
+        "    b.infer({'input_1': np.zeros((1, 1, 64, 64), np.float32)})\n"
+        "import edge_mer_export.onnx_checks\n"  # the export tool's own sessions go the same way
+        "print(os.environ.get('ORT_DISABLE_TELEMETRY'))\n")
+    result = _python(code, tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+    assert not (tmp_path / "home" / TELEMETRY_DIR).exists()
+    # Control: a bare import of onnxruntime in the same conditions does write it, so the check above means
+    # something. A build that never writes it leaves only the environment variable to check.
+    bare = _python("import onnxruntime", tmp_path / "bare")
+    assert bare.returncode == 0, bare.stderr
+    if not (tmp_path / "bare" / TELEMETRY_DIR).exists():
+        pytest.skip(f"onnxruntime {onnxruntime.__version__} writes no telemetry database here")
+
+
+def test_user_can_keep_telemetry_on(tmp_path: Path) -> None:
+    env_code = ("import os; os.environ['ORT_DISABLE_TELEMETRY'] = '0'\n"
+                "import edge_mer.backends.onnxrt as m; print(os.environ['ORT_DISABLE_TELEMETRY'])")
+    result = _python(env_code, tmp_path)
+    assert result.stdout.strip() == "0", result.stderr

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_face_model
 from edge_mer.bundle import load_bundle
 from edge_mer.bundle.loader import MANIFEST, parse_manifest
 from edge_mer.bundle.writer import manifest_json
@@ -51,7 +50,15 @@ def test_tampered_file_is_refused_naming_it(tiny_bundle: Path) -> None:
 
 
 def test_swapped_model_with_other_weights_is_refused(tiny_bundle: Path) -> None:
-    make_face_model(tiny_bundle / "face" / "model.onnx", seed=1)
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    path = tiny_bundle / "face" / "model.onnx"
+    model = onnx.load(str(path))
+    weight = next(t for t in model.graph.initializer if t.name == "W")
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + np.float32(1.0), "W"))
+    onnx.save(model, str(path))
     with pytest.raises(IntegrityError, match="model.onnx fails its integrity check"):
         load_bundle(tiny_bundle)
 
@@ -124,3 +131,23 @@ def test_unknown_precision_request(tiny_bundle: Path) -> None:
 def test_copy_of_bundle_elsewhere_still_loads(tiny_bundle: Path, tmp_path: Path) -> None:
     moved = shutil.copytree(tiny_bundle, tmp_path / "moved")
     assert load_bundle(moved).root == moved.resolve()
+
+
+def test_file_entry_records_external_data_and_content_digest(tiny_bundle: Path) -> None:
+    import onnx
+
+    from edge_mer.bundle.loader import sha256_file
+    from edge_mer.bundle.writer import external_data_of, file_entry
+
+    model_path = tiny_bundle / "face" / "model.onnx"
+    assert external_data_of(tiny_bundle, "face/model.onnx") == []
+    plain = file_entry(tiny_bundle, "face/model.onnx")
+    assert plain.external_data == () and plain.content_sha256 == plain.sha256
+    onnx.save_model(onnx.load(str(model_path)), str(model_path), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="w.bin", size_threshold=0)
+    entry = file_entry(tiny_bundle, "face/model.onnx")
+    assert [e.path for e in entry.external_data] == ["face/w.bin"]
+    assert entry.external_data[0].sha256 == sha256_file(tiny_bundle / "face" / "w.bin")
+    assert entry.content_sha256 not in (entry.sha256, plain.sha256)
+    (tiny_bundle / "face" / "notes.txt").write_text("not a model")
+    assert external_data_of(tiny_bundle, "face/notes.txt") == []  # the loader reports non-models itself

@@ -8,7 +8,7 @@ import pytest
 
 from edge_mer.errors import ConfigError
 from edge_mer.sessions import FORMAT, Label, Session, load_session, write_session_json
-from edge_mer.sessions.format import read_eeg_header
+from edge_mer.sessions.eeg_csv import read_eeg_header
 
 
 def _session_dir(root: Path, data: object, files: dict[str, str] | None = None) -> Path:
@@ -92,7 +92,7 @@ def test_label_at_uses_half_open_intervals(tmp_path: Path) -> None:
     ({"format": "edge-mer-session/2"}, {}, r"format='edge-mer-session/2': expected 'edge-mer-session/1'"),
     ({"video": "video.mp4"}, {}, "has no 'format' key"),
     ("[1, 2]", {}, "expected a JSON object, got list"),
-    ('{"format": ', {}, "invalid JSON at line 1"),
+    ('{"format": ', {}, "is not valid JSON: .* at line 1"),
     ({"format": FORMAT, "video": "video.mp4"}, {}, r"video='video.mp4': file .*video.mp4 does not exist"),
     ({"format": FORMAT, "audio": 3}, {}, "audio=3: expected a file name"),
     ({"format": FORMAT, "labels": [{"start": 4.0, "end": 4.0, "label": "sad"}]}, {},
@@ -109,14 +109,15 @@ def test_label_at_uses_half_open_intervals(tmp_path: Path) -> None:
     ({"format": FORMAT, "labels": {"start": 0}}, {}, "labels=.*expected a list"),
     ({"format": FORMAT, "labels": [{"start": 0, "end": 2, "label": "a"}, {"start": 1, "end": 3, "label": "b"}]},
      {}, "label 'b' .* overlaps label 'a'"),
-    ({"format": FORMAT, "eeg_sampling_rate": 0}, {}, "eeg_sampling_rate=0: expected a number of Hz > 0"),
+    ({"format": FORMAT, "eeg_sampling_rate": 0}, {}, r"eeg_sampling_rate=0: expected a number of Hz in 1\.\.100000"),
     ({"format": FORMAT, "eeg_sampling_rate": True}, {}, "eeg_sampling_rate=True"),
     ({"format": FORMAT, "eeg_sampling_rate": "128"}, {}, "eeg_sampling_rate='128'"),
     ({"format": FORMAT, "eeg": "eeg.csv"}, {"eeg.csv": "Fz,Cz\n1,2\n"},
      "no 'timestamp' column and session.json has no eeg_sampling_rate"),
     ({"format": FORMAT, "eeg": "eeg.csv", "eeg_sampling_rate": 128}, {"eeg.csv": "1.5,2\n"},
-     "header has '1.5' where a channel name is expected"),
-    ({"format": FORMAT, "eeg": "eeg.csv", "eeg_sampling_rate": 128}, {"eeg.csv": "Fz,Fz\n"}, "'Fz' appears twice"),
+     "line 1: column 1 of 2 is a number where a channel name is expected"),
+    ({"format": FORMAT, "eeg": "eeg.csv", "eeg_sampling_rate": 128}, {"eeg.csv": "Fz,Fz\n"},
+     "line 1: columns 1 and 2 name the same channel"),
     ({"format": FORMAT, "eeg": "eeg.csv", "eeg_sampling_rate": 128}, {"eeg.csv": ""}, "is empty"),
 ])
 def test_invalid_sessions_are_refused_with_one_line_messages(tmp_path: Path, data: object, files: dict[str, str],
@@ -141,3 +142,22 @@ def test_session_and_label_are_frozen_and_validate_directly(tmp_path: Path) -> N
         Label(1, 0, "happy")
     with pytest.raises(ConfigError, match="session file key 'face'"):
         session.path("face")
+
+
+@pytest.mark.parametrize("name", ["../x.wav", "a/../../x.wav", "/etc/passwd", "a\0b", "x" * 1025])
+def test_file_names_must_stay_inside_the_directory(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="audio=.*expected a file name inside the session directory") as info:
+        Session(tmp_path, audio=name)
+    assert "\n" not in str(info.value)
+
+
+def test_file_checks_symlinks_and_location_each_time(tmp_path: Path) -> None:
+    root = _session_dir(tmp_path / "s", {"format": FORMAT, "audio": "sub/a.wav"}, {})
+    (root / "sub").mkdir()
+    (root / "sub" / "a.wav").write_text("x")
+    session = load_session(root)
+    assert session.file("audio") == root / "sub" / "a.wav" and session.file("video") is None
+    (root / "sub" / "a.wav").unlink()
+    (root / "sub" / "a.wav").symlink_to(tmp_path / "elsewhere.wav")
+    with pytest.raises(ConfigError, match=r"audio='sub/a.wav': .* is a symbolic link"):
+        session.file("audio")

@@ -11,14 +11,28 @@ import pytest
 import soundfile as sf
 
 from edge_mer.errors import ConfigError, InputError
-from edge_mer.sessions import FORMAT, SessionRecorder, load_session
+from edge_mer.sessions import FORMAT, SessionRecorder, load_session, replay_sources
 from edge_mer.sources.base import Chunk, StreamInfo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import replay_all  # noqa: E402
 from test_replay import CHANNELS, make_session  # noqa: E402
 
 VIDEO = StreamInfo("face", 10.0)
+
+
+def replay_all(session: Path, offset: int = 0) -> tuple[dict[str, list[Chunk]], dict[str, StreamInfo]]:
+    """Every chunk of every stream of a session, replayed fast, and the stream infos.
+
+    As tests/conftest.py's, which ``from conftest import`` cannot reach once tests/faults/conftest.py is collected.
+    """
+    sources = replay_sources(session, pace=False, clock_offset_ns=offset)
+    for source in sources.values():
+        source.open()
+    try:
+        return {m: list(s) for m, s in sources.items()}, {m: s.info for m, s in sources.items()}
+    finally:
+        for source in sources.values():
+            source.close()
 
 
 @pytest.mark.parametrize("eeg_stamps", [True, False])
@@ -31,7 +45,8 @@ def test_recorded_chunks_replay_back_the_same(tmp_path: Path, eeg_stamps: bool) 
         for chunk, modality in merged:
             rec.add(modality, chunk, infos[modality])
     data = json.loads((tmp_path / "out" / "session.json").read_text())
-    assert data == {"format": FORMAT, "video": "video.mp4", "audio": "audio.wav", "eeg": "eeg.csv",
+    assert data.pop("recording")["complete"] is True
+    assert data == {"format": FORMAT, "video": "video.avi", "audio": "audio.wav", "eeg": "eeg.csv",
                     "eeg_sampling_rate": 250, "device": "test"}
     assert rec.session == load_session(tmp_path / "out")
 
@@ -102,21 +117,25 @@ def test_eeg_rows_carry_per_sample_timestamps(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "s" / "session.json").read_text())["eeg_sampling_rate"] == 100
 
 
-def test_refuses_a_directory_that_holds_a_session(tmp_path: Path) -> None:
+def test_refuses_any_existing_path_and_creates_a_new_directory(tmp_path: Path) -> None:
     make_session(tmp_path / "old")
-    with pytest.raises(ConfigError, match="already holds session.json, video.mp4, audio.wav, eeg.csv"):
-        SessionRecorder(tmp_path / "old")
-    (tmp_path / "half").mkdir()
-    (tmp_path / "half" / "audio.wav").write_bytes(b"")
-    with pytest.raises(ConfigError, match="already holds audio.wav"):
-        SessionRecorder(tmp_path / "half")
+    (tmp_path / "empty").mkdir()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("kept")
-    with SessionRecorder(tmp_path / "other"):
-        pass
-    assert json.loads((tmp_path / "other" / "session.json").read_text()) == {"format": FORMAT}
-    with pytest.raises(ConfigError, match="already holds session.json"):
-        SessionRecorder(tmp_path / "other")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    for name in ("old", "empty", "other", "file", "link"):
+        before = sorted(p.name for p in tmp_path.rglob("*"))
+        with pytest.raises(ConfigError, match=f"record directory .*{name} already exists: expected a new path"):
+            SessionRecorder(tmp_path / name)
+        assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+    with SessionRecorder(tmp_path / "runs" / "new"):
+        assert json.loads((tmp_path / "runs" / "new" / "session.json").read_text()) == {
+            "format": FORMAT, "recording": {"complete": False}}  # written when recording starts
+    assert json.loads((tmp_path / "runs" / "new" / "session.json").read_text()) == {
+        "format": FORMAT, "recording": {"complete": True}}
+    with pytest.raises(ConfigError, match="already exists"):
+        SessionRecorder(tmp_path / "runs" / "new")
 
 
 def test_bad_chunks_are_refused(tmp_path: Path) -> None:
@@ -142,3 +161,57 @@ def test_eeg_arrival_jitter_never_makes_times_go_backwards(tmp_path: Path) -> No
     assert len(times) == 200 and np.all(np.diff(times) > 0)
     np.testing.assert_allclose(np.diff(times), 1 / 250.0, atol=1e-9)
     assert load_session(tmp_path / "rec").eeg_sampling_rate == 250
+
+
+def _json(root: Path) -> dict:
+    return json.loads((root / "session.json").read_text())
+
+
+def test_session_json_is_written_at_the_start_and_as_each_stream_appears(tmp_path: Path) -> None:
+    root = tmp_path / "rec"
+    rec = SessionRecorder(root, start_ns=10**9, extra={"device": "test"})
+    assert _json(root) == {"format": FORMAT, "device": "test", "recording": {"complete": False}}
+    rec.add("eeg", Chunk(10**9 + 36_000_000, np.ones((2, 10))), StreamInfo("eeg", 250.0, ("Fz", "Cz")))
+    data = _json(root)
+    assert data["eeg"] == "eeg.csv" and data["eeg_sampling_rate"] == 250 and "video" not in data
+    assert data["recording"]["complete"] is False and data["recording"]["start_unix_s"] > 1e9
+    for i in range(5):
+        rec.add("face", Chunk(10**9 + i * 100_000_000, _frame(40 * i)), VIDEO)
+    rec.add("speech", Chunk(10**9 + 19_937_500, np.full(320, 0.5, np.float32)), StreamInfo("speech", 16000.0))
+    data = _json(root)
+    assert (data["video"], data["audio"], data["recording"]["complete"]) == ("video.avi", "audio.wav", False)
+    assert sorted(p.name for p in root.iterdir()) == ["audio.wav", "eeg.csv", "session.json", "video.avi"]
+    # Before close (as after a kill): every file replays up to what was added.
+    chunks, infos = replay_all(root)
+    assert len(chunks["face"]) == 5 and "frame count unknown" in infos["face"].description
+    assert sum(c.data.size for c in chunks["speech"]) == 320 and sum(c.data.shape[1] for c in chunks["eeg"]) == 10
+    rec.close()
+    assert _json(root)["recording"]["complete"] is True
+    chunks, infos = replay_all(root)
+    assert len(chunks["face"]) == 5 and "5 frames" in infos["face"].description
+    assert [round(float(c.data.mean()) / 40) for c in chunks["face"]] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("fps", [15.0, 29.97])
+def test_mjpeg_avi_is_readable_without_its_index_and_complete_after_close(tmp_path: Path, fps: float) -> None:
+    import cv2
+
+    from edge_mer.sessions.avi import MjpegAviWriter
+
+    writer = MjpegAviWriter(tmp_path / "v.avi", (32, 24), fps)
+    for i in range(7):
+        writer.write(_frame(30 * i))
+    writer.repeat()
+    (tmp_path / "cut.avi").write_bytes((tmp_path / "v.avi").read_bytes())  # the file as a kill would leave it
+    writer.close()
+    for name, count in (("cut.avi", 0), ("v.avi", 8)):
+        cap = cv2.VideoCapture(str(tmp_path / name))
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(fps, abs=1e-3)
+        assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == count
+        levels = []
+        while (got := cap.read())[0]:
+            levels.append(round(float(got[1].mean()) / 30))
+        cap.release()
+        assert levels == [0, 1, 2, 3, 4, 5, 6, 6]
+    with pytest.raises(Exception, match="closed"):
+        writer.repeat()

@@ -201,8 +201,8 @@ def test_replay_sources_only_for_present_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("csv_text", "match"), [
     ("timestamp,Fz\n1700000000.0,1\n1700000000.004,2\n", "looks like an epoch time"),
     ("timestamp,Fz\n0.0,1\n0.0,2\n", "cannot derive the sampling rate"),
-    ("timestamp,Fz\n0.0,1\n0.1,2\n0.05,3\n", "timestamp 0.05 is earlier than the previous 0.1"),
-    ("timestamp,Fz\n0.0,1\n0.1,x\n", "line 3: 'x' is not a number"),
+    ("timestamp,Fz\n0.0,1\n0.1,2\n0.05,3\n", "line 4: the timestamp is earlier than the previous row's"),
+    ("timestamp,Fz\n0.0,1\n0.1,x\n", "line 3 column 2: not a number"),
     ("timestamp,Fz\n0.0,1\n0.1,2,3\n", "line 3: 3 values, expected 2"),
 ])
 def test_bad_eeg_files_raise_sensor_errors_naming_the_line(tmp_path: Path, csv_text: str, match: str) -> None:

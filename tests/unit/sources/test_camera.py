@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_mer.errors import SensorError
+from edge_mer.config import from_dict
+from edge_mer.errors import ConfigError, SensorError
 from edge_mer.sources.camera import CameraConfig, CameraSource, device_kind
 
 FPS, SECONDS, W, H = 30.0, 2.0, 320, 240
@@ -206,3 +207,43 @@ def test_stalled_stream_is_reconnected_after_read_timeout(video: Path) -> None:
         server.shutdown()
         server.server_close()
     assert took < 2.0
+
+
+@pytest.mark.parametrize("device", ["99999999999999999999", "10000", "0" * 5000])
+def test_a_camera_index_out_of_range_is_a_one_line_config_error(device: str) -> None:
+    with pytest.raises(ConfigError, match=r"a camera index must be in 0\.\.9999") as info:
+        CameraConfig(device=device)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 200
+    with pytest.raises(ConfigError, match="camera index"):
+        from_dict(CameraConfig, {"device": device}, "face.camera")
+    assert CameraConfig(device="9999").device == "9999"
+    assert device_kind("\u00b2") == "file"  # a digit to str.isdigit(), not to int()
+
+
+def test_an_opencv_exception_while_opening_is_a_one_line_sensor_error() -> None:
+    config = CameraConfig(device="0")
+    object.__setattr__(config, "device", "99999999999999999999")  # past the config check: cv2 raises cv2.error
+    with pytest.raises(SensorError, match="OpenCV failed to open it") as info:
+        CameraSource(config).open()
+    assert "\n" not in str(info.value)
+
+
+def test_a_stream_that_opens_but_never_delivers_a_frame_fails_open(tmp_path: Path) -> None:
+    """An AVI header and no frames, over HTTP: OpenCV opens it, no frame ever comes; open() says so at once."""
+    from edge_mer.sessions.avi import MjpegAviWriter
+
+    writer = MjpegAviWriter(tmp_path / "empty.avi", (W, H), FPS)
+    writer.close()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = CameraConfig(device=f"http://127.0.0.1:{server.server_address[1]}/empty.avi", api="ffmpeg",
+                          read_timeout_s=0.5, reconnect_min_s=0.05, reconnect_max_s=0.1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(SensorError, match="cannot open it|delivered no frame") as info:
+            CameraSource(config).open()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "\n" not in str(info.value) and time.monotonic() - started < 5.0
+    assert not any(t.name.startswith("camera-") and t.is_alive() for t in threading.enumerate())

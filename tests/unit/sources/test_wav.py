@@ -130,3 +130,17 @@ def test_bad_float_samples_are_a_sensor_error_naming_the_position(tmp_path: Path
         assert reader.read(500)[0] == 0
         with pytest.raises(SensorError, match=r"^audio x: bad samples at sample 500 \(0\.031 s\): .*NaN"):
             reader.read(500)
+
+
+@pytest.mark.parametrize(("rate", "ok"), [(3, False), (3999, False), (4000, True), (384000, True), (384001, False)])
+def test_sample_rates_outside_4000_to_384000_are_refused_at_open(tmp_path: Path, rate: int, ok: bool) -> None:
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.zeros(max(rate // 10, 3), np.float32), rate)
+    if ok:
+        with SoundFileReader(path) as reader:
+            assert reader.rate == rate
+        return
+    for open_it in (lambda: SoundFileReader(path), lambda: WavFileSource(path, pace=False).open()):
+        with pytest.raises(SensorError, match=f"sample rate {rate} Hz, expected 4000..384000 Hz") as info:
+            open_it()
+        assert "\n" not in str(info.value)
