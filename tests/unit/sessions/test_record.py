@@ -11,28 +11,14 @@ import pytest
 import soundfile as sf
 
 from edge_mer.errors import ConfigError, InputError
-from edge_mer.sessions import FORMAT, SessionRecorder, load_session, replay_sources
+from edge_mer.sessions import FORMAT, SessionRecorder, load_session
 from edge_mer.sources.base import Chunk, StreamInfo
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import replay_all  # noqa: E402
 from test_replay import CHANNELS, make_session  # noqa: E402
 
 VIDEO = StreamInfo("face", 10.0)
-
-
-def replay_all(session: Path, offset: int = 0) -> tuple[dict[str, list[Chunk]], dict[str, StreamInfo]]:
-    """Every chunk of every stream of a session, replayed fast, and the stream infos.
-
-    As tests/conftest.py's, which ``from conftest import`` cannot reach once tests/faults/conftest.py is collected.
-    """
-    sources = replay_sources(session, pace=False, clock_offset_ns=offset)
-    for source in sources.values():
-        source.open()
-    try:
-        return {m: list(s) for m, s in sources.items()}, {m: s.info for m, s in sources.items()}
-    finally:
-        for source in sources.values():
-            source.close()
 
 
 @pytest.mark.parametrize("eeg_stamps", [True, False])
