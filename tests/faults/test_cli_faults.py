@@ -45,6 +45,7 @@ BAD_CONFIGS = {
     "ort threads": ("[backend.onnxruntime]\nintra_op_threads = 100000\n", "intra_op_threads must be in 0..256"),
     "http port": ("[outputs.http]\nport = 70000\n", "port must be in 0..65535"),
     "microphone rate": ("[speech.microphone]\nrate = 1000000000\n", "rate must be in 8000..384000 Hz"),
+    "camera device": ("[face.camera]\ndevice = \"99999999999999999999\"\n", "0..9999"),
     "microphone device": ("[speech.microphone]\ndevice = \"99999999999999999999\"\n", "device index must be in"),
     "board buffer": ("[eeg.board]\nbuffer_s = 1e9\n", "buffer_s must be in 5..600 s"),
     "board port": ("[eeg.board]\nip_port = 99999999\n", "ip_port must be in 0..65535"),
