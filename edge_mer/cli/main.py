@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from edge_mer import __version__
 from edge_mer.errors import EdgeMerError
@@ -60,9 +60,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _leave_quietly(signum: int, _frame: object) -> None:
-    """SIGINT/SIGTERM before a command installs its own handling (imports, parsing, loading): exit 0 now."""
-    raise SystemExit(0)
+def _signal_exit(daemon: bool) -> Callable[[int, object], None]:
+    """The SIGINT/SIGTERM handler until a command installs its own: exit now, without a traceback.
+
+    For the daemon (``run``) a stop is its normal end, exit 0; any other
+    command was interrupted, so it exits 128 + the signal number (130, 143)
+    and a half-written export or benchmark never looks like a success.
+    """
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(0 if daemon else 128 + signum)
+
+    return leave
 
 
 def _stdout_gone() -> int:
@@ -74,12 +82,24 @@ def _stdout_gone() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code.
 
-    SIGINT and SIGTERM end any command with exit 0 and no traceback, from the
-    first line on; ``edge-mer run`` replaces this with its own orderly stop.
+    SIGINT and SIGTERM end any command without a traceback from the first
+    line on (see :func:`_signal_exit`); ``edge-mer run`` replaces this with its
+    own orderly stop. The previous handlers are restored on return.
     """
+    words = set(sys.argv[1:] if argv is None else argv)
+    previous = {}
     if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _leave_quietly)
+        handler = _signal_exit(daemon="run" in words)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _main(argv)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Parse, configure logging, run the chosen command; user errors become one line and exit 2."""
     # brainflow imports pkg_resources, whose deprecation warning would greet every user on stderr.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     try:

@@ -55,9 +55,8 @@ class Pump(threading.Thread):
             return
         try:
             self.hook(self.modality, chunk)
-        except (OSError, EdgeMerError) as exc:
-            # A full disk stops the recording, not the sensor.
-            log.error("recording %s stopped: %s", self.modality, exc)
+        except Exception as exc:  # noqa: BLE001 - whatever the recorder raises (a full disk...) stops only it
+            log.error("recording %s stopped: %s: %s", self.modality, type(exc).__name__, exc)
             self.hook = None
 
 

@@ -77,10 +77,18 @@ _AUDIO_SUBTYPES = ("FLOAT", "PCM_16")
 
 
 def check_new_directory(directory: Path) -> None:
-    """Raise a one-line ConfigError unless ``directory`` does not exist yet (a recording never overwrites)."""
-    if directory.exists() or directory.is_symlink():
-        raise ConfigError(f"record directory {directory} already exists: expected a new path (the recorder "
-                          "creates the directory and never writes into an existing one)")
+    """Raise a one-line ConfigError unless ``directory`` is new or an empty directory (never a symlink).
+
+    A recording never writes beside other files, so it can never overwrite one.
+    """
+    try:
+        taken = directory.is_symlink() or (directory.exists() and (not directory.is_dir()
+                                                                   or any(directory.iterdir())))
+    except OSError as exc:
+        raise ConfigError(f"record directory {directory} cannot be looked at: {exc.strerror or exc}") from None
+    if taken:
+        raise ConfigError(f"record directory {directory} already exists: expected a new path or an empty directory "
+                          "(the recorder never writes beside other files)")
 
 
 class SessionRecorder:
@@ -104,8 +112,8 @@ class SessionRecorder:
         self._extra = dict(extra or {})
         check_new_directory(self.directory)
         try:
-            self.directory.mkdir(parents=True)
-        except FileExistsError:  # it appeared since the check
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file appeared there since the check
             check_new_directory(self.directory)
             raise
         except OSError as exc:
@@ -173,15 +181,16 @@ class SessionRecorder:
             if self._closed:
                 return
             self._closed = True
+            failed = [name for name, handle in (("video", self._video), ("audio", self._audio),
+                                                 ("eeg", self._eeg_file)) if not _closed_cleanly(name, handle)]
             try:
-                if self._video is not None:
-                    self._video.close()
-                if self._audio is not None:
-                    self._audio.close()
-                if self._eeg_file is not None:
-                    self._eeg_file.close()
-            finally:
-                self._write_json(complete=True)
+                # A file that could not be finished (a full disk) keeps the recording marked incomplete.
+                self._write_json(complete=not failed)
+            except OSError as exc:
+                failed.append(f"session.json ({exc.strerror or exc})")
+            if failed:
+                raise SensorError(f"recording {self.directory} could not be finished: {', '.join(failed)}; "
+                                  "what was written before stays replayable")
             self.session = load_session(self.directory)
             log.info("recorded session %s: %s", self.directory, self.counts)
 
@@ -322,6 +331,18 @@ def _csv_bytes(rows: Iterable[list[Any]]) -> bytes:
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     return text.getvalue().encode("utf-8")
+
+
+def _closed_cleanly(name: str, handle: Any) -> bool:
+    """Close one of the recording's files; False (logged) when that fails, e.g. on a full disk."""
+    if handle is None:
+        return True
+    try:
+        handle.close()
+    except (OSError, RuntimeError, ValueError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+        log.error("recording: closing the %s file failed: %s", name, exc)
+        return False
+    return True
 
 
 def _label(item: Mapping[str, Any]) -> Label:

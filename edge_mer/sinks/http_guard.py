@@ -109,6 +109,7 @@ class AccessGuard:
         self.metrics: Metrics | None = None
         self._web: Any = None  # aiohttp.web, once the middleware is made
         self._head_deadlines: dict[Any, asyncio.TimerHandle] = {}  # RequestHandler -> its header timeout
+        self._fresh: set[Any] = set()  # handlers accepted but not yet in aiohttp's server.connections
 
     def ensure_token(self, host: str, port: int, bound_address: str) -> None:
         """Generate a token (printed once to stderr) when none is set and ``bound_address`` is not loopback."""
@@ -145,14 +146,26 @@ class AccessGuard:
 
         aiohttp's handler with a header deadline, or a refusal.
         """
-        if server is None or len(server.connections) >= self.max_connections:
+        if server is None or self._open_connections(server) >= self.max_connections:
             if self.metrics is not None:
                 self.metrics.refused.labels(what="connection").inc()
             return _Refuse()
         handler = server()
         loop = asyncio.get_running_loop()
         self._head_deadlines[handler] = loop.call_later(self.header_timeout_s, self._head_timeout, handler)
+        # Uncounted until connection_made, which the transport schedules with call_soon after this returns:
+        # two call_soon hops later aiohttp counts it itself.
+        self._fresh.add(handler)
+        loop.call_soon(loop.call_soon, self._fresh.discard, handler)
         return handler
+
+    def _open_connections(self, server: Any) -> int:
+        """Connections aiohttp counts, plus those accepted in this burst that it has not counted yet.
+
+        A handler joins ``server.connections`` only in ``connection_made``, which asyncio schedules after
+        the accept loop has taken up to a backlog of sockets, so counting that list alone overshoots.
+        """
+        return len(server.connections) + len(self._fresh)
 
     def cancel_deadlines(self) -> None:
         """Disarm every pending header deadline (the server is stopping)."""

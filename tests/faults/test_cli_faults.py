@@ -133,6 +133,39 @@ def test_a_signal_at_any_moment_exits_0_quickly_without_a_traceback(sig: signal.
     assert took < 2.0, f"took {took:.2f} s to stop"
 
 
+def test_an_interrupted_tool_exits_128_plus_the_signal(tmp_path: Path) -> None:
+    """Only the daemon's stop is a success: an interrupted benchmark must not look finished."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen([sys.executable, "-m", "edge_mer.cli.main", "bench", "--no-pipeline", "--no-face-path",
+                                 "--iterations", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=tmp_path)
+        time.sleep(2.5)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 128 + sig, (proc.returncode, err[-2000:])
+        assert "Traceback" not in err, err[-2000:]
+
+
+def test_a_full_disk_stops_the_recording_not_the_sensors(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes every write past 300 KB fail with EFBIG, as a full disk fails with ENOSPC."""
+    import resource
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    record = tmp_path / "rec"
+    result = subprocess.run([sys.executable, "-m", "edge_mer.cli.main", "run", "--camera", str(DEMO / "video.mp4"),
+                             "--audio-file", str(DEMO_AUDIO), "--no-eeg", "--duration-s", "5", "--rate-hz", "4",
+                             "--record", str(record)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            preexec_fn=small_files)
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "could not be finished" in result.stderr.splitlines()[-1]
+    decisions = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(decisions) >= 16 and '"reason_code":"sensor_failed"' not in result.stdout  # the sensors went on
+    assert '"complete": false' in (record / "session.json").read_text().replace('"complete":false', '"complete": false')
+
+
 def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "0"}
     for command in (f"{sys.executable} -m edge_mer.cli.main info --bundle {default_bundle_path()} | head -1",

@@ -364,3 +364,15 @@ def test_connections_beyond_max_connections_are_closed_at_once() -> None:
                 pass
             time.sleep(0.02)
         assert metrics(sink.port)[("edge_mer_http_refused_total", frozenset({("what", "connection")}))] >= 1
+
+
+def test_a_burst_of_connections_never_exceeds_max_connections() -> None:
+    """Sockets queued in the backlog are accepted in one pass, before aiohttp counts any of them."""
+    with HttpSink(HttpConfig(port=0, max_clients=1, max_connections=3, header_timeout_s=5.0)) as sink:
+        burst = [socket.create_connection(("127.0.0.1", sink.port), timeout=5) for _ in range(12)]
+        try:
+            closed = sum(closed_within(sock, 1.0) is not None for sock in burst)
+        finally:
+            for sock in burst:
+                sock.close()
+    assert closed >= 9, f"{12 - closed} of 12 connections stayed open with max_connections=3"

@@ -110,11 +110,14 @@ def test_refuses_any_existing_path_and_creates_a_new_directory(tmp_path: Path) -
     (tmp_path / "other" / "notes.txt").write_text("kept")
     (tmp_path / "file").write_text("x")
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")
-    for name in ("old", "empty", "other", "file", "link"):
+    for name in ("old", "other", "file", "link"):
         before = sorted(p.name for p in tmp_path.rglob("*"))
         with pytest.raises(ConfigError, match=f"record directory .*{name} already exists: expected a new path"):
             SessionRecorder(tmp_path / name)
         assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+    with SessionRecorder(tmp_path / "empty"):  # an empty directory is as good as a new path
+        pass
+    assert (tmp_path / "empty" / "session.json").is_file()
     with SessionRecorder(tmp_path / "runs" / "new"):
         assert json.loads((tmp_path / "runs" / "new" / "session.json").read_text()) == {
             "format": FORMAT, "recording": {"complete": False}}  # written when recording starts
