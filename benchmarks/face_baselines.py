@@ -45,7 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_face_video import sidecar_path, truth_boxes  # noqa: E402
 
 from edge_mer.bench.face_path import one_core  # noqa: E402
-from edge_mer.preprocess.face_detect import FaceDetectorOptions, create_detector  # noqa: E402
+from edge_mer.bundle import default_bundle_path  # noqa: E402
+from edge_mer.bundle.loader import load_bundle  # noqa: E402
+from edge_mer.pipeline.face_models import build_detector  # noqa: E402
+from edge_mer.preprocess.face_detect import FaceDetectorOptions  # noqa: E402
 from edge_mer.preprocess.face_track import FaceTracker  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -93,8 +96,8 @@ def haar_detector() -> Detector:
 
 
 def edge_mer_detector(options: FaceDetectorOptions) -> Detector:
-    """edge-mer's own detection: full frame at ``detect_width``, then tracking (see FaceTracker)."""
-    tracker = FaceTracker(create_detector(options))
+    """edge-mer's own detection: full frame, then tracking (see FaceTracker); BlazeFace from the default bundle."""
+    tracker = FaceTracker(build_detector(options, load_bundle(default_bundle_path())))
 
     def detect(frame: np.ndarray, grey: np.ndarray) -> list[Box]:
         face = tracker.find(frame)
@@ -186,13 +189,14 @@ def load_truth(video: Path) -> list[Box] | None:
     return truth_boxes(json.loads(path.read_text()))
 
 
-LOOPS = ("yunet+ort", "haar-full+ort", "edge-mer-haar", "edge-mer-yunet")
+LOOPS = ("yunet+ort", "haar-full+ort", "edge-mer-blazeface", "edge-mer-haar", "edge-mer-yunet")
 
 
 def _detectors(names: tuple[str, ...], shared: Path, size: tuple[int, int]) -> dict[str, Detector]:
     yunet = FaceDetectorOptions(kind="yunet", model_path=shared / YUNET)
     makers = {"yunet+ort": lambda: yunet_detector(shared, size), "haar-full+ort": haar_detector,
-              "edge-mer-haar": lambda: edge_mer_detector(FaceDetectorOptions()),
+              "edge-mer-blazeface": lambda: edge_mer_detector(FaceDetectorOptions()),
+              "edge-mer-haar": lambda: edge_mer_detector(FaceDetectorOptions(kind="haar")),
               "edge-mer-yunet": lambda: edge_mer_detector(yunet)}
     return {name: makers[name]() for name in names}
 

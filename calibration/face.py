@@ -21,7 +21,10 @@ import numpy as np
 
 from edge_mer.errors import ConfigError, InputError, SensorError
 from edge_mer.preprocess.face import FaceParams, FacePreprocessor, prepare_crops
-from edge_mer.preprocess.face_detect import FaceDetectorOptions, create_detector
+from edge_mer.bundle import default_bundle_path
+from edge_mer.bundle.loader import load_bundle
+from edge_mer.pipeline.face_models import build_detector
+from edge_mer.preprocess.face_detect import FaceDetectorOptions
 from edge_mer.sessions.format import SESSION_JSON, Session, load_session
 from edge_mer.sessions.replay import VideoReplaySource
 from edge_mer_calibration.samples import Sample
@@ -152,12 +155,13 @@ def _enclosing_session(path: Path) -> Session | None:
 
 
 def read_face_video(path: str | Path, params: FaceParams, detector_options: FaceDetectorOptions | None = None,
-                    every_n: int = 1, label: str | None = None) -> Iterator[Sample]:
+                    every_n: int = 1, label: str | None = None, bundle: str | Path | None = None) -> Iterator[Sample]:
     """Every ``every_n``-th frame of a video with a face, as the daemon would prepare it.
 
     Frames are decoded by the daemon's :class:`VideoReplaySource` (frame ``i``
     at ``i / fps`` seconds); the face is chosen by a detector made from
-    ``detector_options`` (default: Haar) and cropped by
+    ``detector_options`` (default: the daemon's, BlazeFace from ``bundle``, the default bundle unless given)
+    and cropped by
     :meth:`FacePreprocessor.crops`. Frames without a face are skipped and
     counted in the log. The label is ``label`` when given; otherwise, when the
     video is the ``video`` of a session directory, the session's label at the
@@ -172,7 +176,9 @@ def read_face_video(path: str | Path, params: FaceParams, detector_options: Face
     session = _enclosing_session(path) if label is None else None
     replay = session if session is not None else Session(root=path.parent, video=path.name)
     group = session.root.name if session is not None else None
-    pre = FacePreprocessor(params, create_detector(detector_options))
+    options = detector_options or FaceDetectorOptions()
+    detector = build_detector(options, load_bundle(bundle or default_bundle_path()))
+    pre = FacePreprocessor(params, detector)
     counts = {"faces": 0, "no face": 0, "no label": 0}
     source = VideoReplaySource(replay, pace=False)
     try:
@@ -193,4 +199,6 @@ def read_face_video(path: str | Path, params: FaceParams, detector_options: Face
                 yield Sample(prepare_crops(crops, params)[0], frame_label, f"{path}#{index}", group)
     except SensorError as exc:
         raise InputError(f"video {path}: {exc}") from None
+    finally:
+        detector.close()
     log.info("%s: %s", path, ", ".join(f"{k} {v}" for k, v in counts.items()))

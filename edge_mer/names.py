@@ -49,6 +49,7 @@ class ReasonCode(str, enum.Enum):
     FILLING = "filling"              # less than one window has arrived
     NO_FRAMES = "no_frames"          # no processed video frame inside the window
     NO_FACE = "no_face"              # frames, but no face found
+    FACE_LOST = "face_lost"          # a tracked face not found in the newest frame (its id is kept a while)
     TOO_SHORT = "too_short"          # audio shorter than the encoder accepts
     SILENCE = "silence"              # audio below the loudness gate
     SHORT_WINDOW = "short_window"    # EEG window shorter than the encoder's

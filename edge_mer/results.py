@@ -19,6 +19,50 @@ from edge_mer.names import ReasonCode
 
 
 @dataclass(frozen=True)
+class FaceResult:
+    """One tracked face's evidence in a decision: its id, last box, canonical probabilities and affect.
+
+    ``valid`` is False (with ``code``/``reason``) for a face whose id is kept
+    while it is not found (it may reappear) or whose crops all failed; its
+    ``box`` is then where it was last seen and ``probs`` is empty.
+    ``primary`` marks the face the fused estimate is built from.
+    """
+
+    id: int
+    box: tuple[int, int, int, int]
+    valid: bool
+    probs: dict[str, float] = field(default_factory=dict)
+    valence: float = 0.0
+    arousal: float = 0.0
+    primary: bool = False
+    reason: str | None = None
+    code: ReasonCode | None = None
+
+    @property
+    def label(self) -> str | None:
+        return max(self.probs, key=self.probs.get) if self.valid and self.probs else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "box": list(self.box), "label": self.label,
+                "probs": {k: round(v, 6) for k, v in self.probs.items()},
+                "valence": round(self.valence, 6), "arousal": round(self.arousal, 6), "valid": self.valid,
+                "reason": self.reason, "reason_code": None if self.code is None else self.code.value,
+                "primary": self.primary}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FaceResult:
+        code = data.get("reason_code")
+        try:
+            x, y, w, h = (int(v) for v in data["box"])
+            return cls(int(data["id"]), (x, y, w, h), bool(data["valid"]),
+                       {str(k): float(v) for k, v in data.get("probs", {}).items()}, float(data.get("valence", 0.0)),
+                       float(data.get("arousal", 0.0)), bool(data.get("primary", False)), data.get("reason"),
+                       None if code is None else ReasonCode(code))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"decision face: not in the decision format ({exc})") from None
+
+
+@dataclass(frozen=True)
 class ModalityResult:
     """One encoder's output for one decision tick, on canonical labels.
 
@@ -38,6 +82,9 @@ class ModalityResult:
     #: examined their window); None when it examined none (no data, stale, failed). Not part of the JSON.
     newest_t_ns: int | None = None
     code: ReasonCode | None = None
+    #: Per tracked face (face modality only); affect is filled in by the scheduler. Not in this JSON:
+    #: the decision carries them at its top level (``faces``).
+    faces: tuple[FaceResult, ...] = ()
 
     @property
     def label(self) -> str | None:
@@ -78,6 +125,8 @@ class Decision:
     arousal: float
     modalities: tuple[ModalityResult, ...]
     latency_ms: float
+    #: Every tracked face's evidence (empty without a face modality or with no face in view).
+    faces: tuple[FaceResult, ...] = ()
 
     def result(self, modality: str) -> ModalityResult | None:
         """This decision's result for ``modality``, or None when it has none."""
@@ -97,6 +146,7 @@ class Decision:
             "arousal": round(self.arousal, 6),
             "modalities": {r.modality: r.to_json() for r in self.modalities},
             "latency_ms": round(self.latency_ms, 3),
+            "faces": [f.to_json() for f in self.faces],
         }
 
     @functools.cached_property
@@ -111,8 +161,9 @@ class Decision:
             raise InputError(f"a decision must be a JSON object, got {type(data).__name__}")
         try:
             modalities = tuple(ModalityResult.from_json(m, r) for m, r in data["modalities"].items())
+            faces = tuple(FaceResult.from_json(f) for f in data.get("faces", ()))
             return cls(float(data["t"]), str(data["label"]), {str(k): float(v) for k, v in data["probs"].items()},
-                       float(data["valence"]), float(data["arousal"]), modalities, float(data["latency_ms"]))
+                       float(data["valence"]), float(data["arousal"]), modalities, float(data["latency_ms"]), faces)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"not a decision in the decision format (key or value {exc})") from None
 

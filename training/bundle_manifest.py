@@ -7,7 +7,7 @@ from pathlib import Path
 
 from affect import SOURCE, valence_arousal
 from edge_mer.bundle.loader import MANIFEST, parse_manifest
-from edge_mer.bundle.schema import FORMAT, AffectSpace, EncoderSpec, FusionSpec, Manifest
+from edge_mer.bundle.schema import FORMAT, AffectSpace, DetectorSpec, EncoderSpec, FusionSpec, Manifest
 from edge_mer.bundle.writer import write_manifest
 
 NAME = "edge-mer-default"
@@ -18,10 +18,12 @@ def update_encoder(bundle: Path, name: str, spec: EncoderSpec, fusion: FusionSpe
     """Write ``spec`` as encoder ``name`` into ``bundle/manifest.json`` and return its path."""
     path = bundle / MANIFEST
     encoders: dict[str, EncoderSpec] = {}
+    detectors: dict[str, DetectorSpec] = {}
     old_fusion = None
     if path.is_file():
         old = parse_manifest(json.loads(path.read_text(encoding="utf-8")))
         encoders = dict(old.encoders)
+        detectors = dict(old.detectors)
         old_fusion = old.fusion
     encoders[name] = spec
     weights = dict(old_fusion.weights) if old_fusion else {}
@@ -31,8 +33,16 @@ def update_encoder(bundle: Path, name: str, spec: EncoderSpec, fusion: FusionSpe
         affect=AffectSpace(valence_arousal=valence_arousal(), source=SOURCE),
         fusion=fusion or FusionSpec(rule="weighted_mean", weights=weights,
                                      smoothing_half_life_s=old_fusion.smoothing_half_life_s if old_fusion else 1.0),
-        description="Default edge-mer encoders; see training/README.md for how each file was produced.")
+        description="Default edge-mer encoders; see training/README.md for how each file was produced.",
+        detectors=detectors)
     return write_manifest(bundle, manifest)
+
+
+def update_detector(bundle: Path, name: str, spec: DetectorSpec) -> Path:
+    """Write ``spec`` as detector ``name`` into ``bundle/manifest.json``, keeping the rest."""
+    old = parse_manifest(json.loads((bundle / MANIFEST).read_text(encoding="utf-8")))
+    return write_manifest(bundle, dataclasses.replace(old, detectors=dict(sorted({**old.detectors,
+                                                                                 name: spec}.items()))))
 
 
 def update_fusion(bundle: Path, fusion: FusionSpec) -> Path:

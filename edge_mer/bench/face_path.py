@@ -24,7 +24,8 @@ from edge_mer.bench.latency import summarize
 from edge_mer.bundle.loader import Bundle
 from edge_mer.errors import EdgeMerError, SensorError
 from edge_mer.preprocess.face import FacePreprocessor
-from edge_mer.preprocess.face_detect import FaceDetectorOptions, create_detector
+from edge_mer.pipeline.face_models import build_detector
+from edge_mer.preprocess.face_detect import FaceDetectorOptions
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class _Variant:
 
 def bench_face_path(video: Path, bundle: Bundle, variants: Sequence[tuple[str, FaceDetectorOptions]], *,
                     encoder: str = "face", precision: str = "fp32", backend: str = "auto", max_frames: int = 0,
-                    cpu: int | None = None) -> dict[str, Any]:
+                    cpu: int | None = None, align: bool = True, max_faces: int = 1) -> dict[str, Any]:
     """Time detection + crop + encoder (batch 1) per frame of ``video`` for each ``(label, options)``.
 
     Returns ``{"video", "frames", "cpu", "variants": {label: {"fps", "found_ratio", "frame_ms": {...}, ...}}}``;
@@ -102,10 +103,16 @@ def bench_face_path(video: Path, bundle: Bundle, variants: Sequence[tuple[str, F
     spec = bundle.encoder(encoder)
     options = BackendOptions(name=resolve_backend_name(backend),
                              onnxruntime=OrtOptions(intra_op_threads=1, inter_op_threads=1))
-    runs = [_Variant(label, opts, FacePreprocessor(spec.preprocessing, create_detector(opts)))
-            for label, opts in variants]
     input_name, frames = spec.inputs[0].name, 0
-    with create_backend(bundle.model_ref(encoder, precision), options) as model, one_core(cpu) as core:
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for label, opts in variants:
+            detector = build_detector(opts, bundle, options)
+            stack.callback(detector.close)
+            runs.append(_Variant(label, opts, FacePreprocessor(spec.preprocessing, detector, align=align,
+                                                               max_faces=max_faces)))
+        model = stack.enter_context(create_backend(bundle.model_ref(encoder, precision), options))
+        core = stack.enter_context(one_core(cpu))
         warm = np.zeros(spec.preprocessing.input_shape(1), dtype=np.float32)
         for _ in range(5):  # first calls allocate: not part of any variant's time
             model.infer({input_name: warm})
@@ -123,11 +130,18 @@ def _time_chunk(variant: _Variant, chunk: list[np.ndarray], model: Any, input_na
     pre = variant.preprocessor
     for frame in chunk:
         started = time.perf_counter_ns()
-        box = pre.find(frame)
-        if box is not None:
-            model.infer({input_name: pre.prepare([frame], [box])})
+        faces = pre.find_all(frame)
+        if faces:
+            # Every face of the frame in one encoder batch, as the face runner does.
+            model.infer({input_name: pre.prepare([frame] * len(faces), [f.detection for f in faces])})
             variant.found += 1
         variant.times_ms.append((time.perf_counter_ns() - started) / 1e6)
+
+
+def pre_network(pre: FacePreprocessor) -> str | None:
+    """What the detector's network is and where it ran, or None for detectors without one."""
+    network = pre.detector.network
+    return None if network is None else network.description
 
 
 def _variant_result(v: _Variant, frames: int) -> dict[str, Any]:
@@ -137,6 +151,7 @@ def _variant_result(v: _Variant, frames: int) -> dict[str, Any]:
             "found_ratio": round(v.found / frames, 4),
             "frame_ms": summarize(v.times_ms),
             "detector": {"kind": d.kind, "detect_width": d.detect_width, "track": d.track,
-                         "redetect_every": d.redetect_every},
+                         "redetect_every": d.redetect_every,
+                         "model": pre_network(v.preprocessor)},
             "full_detections": v.preprocessor.tracker.full_detections,
             "region_searches": v.preprocessor.tracker.region_searches}

@@ -178,6 +178,8 @@ def gpu_memory(backend: str) -> dict[str, Any]:
 
 def _detector_text(config: RunConfig) -> str:
     d = config.face.detector
-    return (f"{d.kind}, detect_width {d.detect_width or 'full'}, "
-            f"tracking {'on' if d.track else 'off'}")
+    # BlazeFace letterboxes the whole frame into its fixed input: detect_width does not apply to it.
+    width = "" if d.kind.startswith("blazeface") else f"detect_width {d.detect_width or 'full'}, "
+    return (f"{d.kind}, {width}tracking {'on' if d.track else 'off'}, max_faces {config.face.max_faces}, "
+            f"align {'on' if config.face.align else 'off'}")
 

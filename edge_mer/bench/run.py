@@ -126,7 +126,7 @@ def _face_path(config: BenchConfig, bundle: Bundle, session: Path) -> dict[str, 
     result = bench_face_path(config.face_video or _session_video(session), bundle, variants, precision=precision,
                              backend=backend, max_frames=config.face_frames, cpu=config.cpu)
     main = result["variants"]["edge-mer"]
-    return {"fps": main["fps"], "found_ratio": main["found_ratio"], **result}
+    return {"fps": main["fps"], "found_ratio": main["found_ratio"], "detector": main["detector"], **result}
 
 
 def _check_inputs(config: BenchConfig, session: Path) -> None:

@@ -25,7 +25,8 @@ from edge_mer.backends.base import ModelFile, ModelRef
 from edge_mer.bundle.onnx_files import (check_digest, check_domains, external_data_paths, inside, parse_model,
                                         read_bounded)
 from edge_mer.bundle.onnx_files import sha256_file as sha256_file
-from edge_mer.bundle.schema import _PARAMS_BY_MODALITY, EncoderSpec, FileEntry, FusionHead, Manifest, TensorInfo
+from edge_mer.bundle.schema import (_PARAMS_BY_MODALITY, DetectorSpec, EncoderSpec, FileEntry, FusionHead, Manifest,
+                                   TensorInfo)
 from edge_mer.names import MODALITIES
 from edge_mer.config import from_dict, read_json
 from edge_mer.errors import BundleError, ConfigError, EdgeMerError
@@ -132,6 +133,17 @@ class Bundle:
         """What a backend needs to run encoder ``name`` at ``precision``."""
         return self._ref(name, f"encoder {name!r}", self.encoder(name).models, precision)
 
+    def detector(self, name: str) -> DetectorSpec:
+        try:
+            return self.manifest.detectors[name]
+        except KeyError:
+            known = ", ".join(self.manifest.detectors) or "none"
+            raise BundleError(f"bundle {self.manifest.name} has no {name!r} detector model (has: {known})") from None
+
+    def detector_ref(self, name: str, precision: str = "fp32") -> ModelRef:
+        """What a backend needs to run detector ``name`` at ``precision``."""
+        return self._ref(f"detector.{name}", f"detector {name!r}", self.detector(name).models, precision)
+
     def head_ref(self, head: FusionHead, precision: str = "fp32") -> ModelRef:
         """What a backend needs to run the fusion ``head`` at ``precision``."""
         return self._ref(HEAD_MODEL_NAME, "fusion head", head.models, precision)
@@ -155,6 +167,10 @@ class Bundle:
             lines.append(f"  {name}: {enc.modality}, precisions {'/'.join(enc.models)}, input {shapes}, "
                          f"{len(enc.labels)} labels{measured}")
         weights = ", ".join(f"{k}={v:g}" for k, v in m.fusion.weights.items()) or "equal"
+        for name, det in m.detectors.items():
+            d = det.decoding
+            lines.append(f"  detector {name}: precisions {'/'.join(det.models)}, input {d.input_size[0]}x"
+                         f"{d.input_size[1]}, {d.num_anchors} anchors, {d.num_keypoints} keypoints")
         lines.append(f"  fusion: {m.fusion.rule} (weights {weights}; half-life {m.fusion.smoothing_half_life_s:g} s)")
         return "\n".join(lines)
 
@@ -258,6 +274,13 @@ def _check_files(bundle: Bundle, verify_hashes: bool) -> None:
             where = f"encoder {name} ({precision}, {entry.path})"
             _check_tensors(where, enc.inputs, inputs)
             _check_tensors(where, enc.outputs, outputs)
+    for name, det in bundle.manifest.detectors.items():
+        for precision, entry in det.models.items():
+            model = _check_model(bundle, entry, verify_hashes)
+            inputs, outputs = _onnx_signature(model, bundle.path(entry))
+            where = f"detector {name} ({precision}, {entry.path})"
+            _check_tensors(where, det.inputs, inputs)
+            _check_tensors(where, det.outputs, outputs)
     head = bundle.manifest.fusion.head
     if head is not None:
         for precision, entry in head.models.items():

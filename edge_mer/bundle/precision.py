@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from edge_mer.bundle.schema import EncoderSpec, FileEntry, FusionHead, PrecisionReport
+from edge_mer.bundle.schema import DetectorSpec, EncoderSpec, FileEntry, FusionHead, PrecisionReport
 from edge_mer.errors import BundleError
 from edge_mer.names import AUTO, Precision
 
@@ -17,7 +17,7 @@ def passed_precisions(models: Mapping[str, FileEntry], reports: Mapping[str, Pre
     return [p for p in models if p == "fp32" or (p in reports and reports[p].passed)]
 
 
-def resolve_precision(name: str, spec: EncoderSpec | FusionHead, requested: str, backend: str) -> str:
+def resolve_precision(name: str, spec: EncoderSpec | FusionHead | DetectorSpec, requested: str, backend: str) -> str:
     """The precision to run encoder ``name`` (or a fusion head, ``spec``) at on ``backend``.
 
     ``auto`` picks, among precisions that passed the export gate (fp32 always
@@ -27,7 +27,8 @@ def resolve_precision(name: str, spec: EncoderSpec | FusionHead, requested: str,
     Asking for a precision the bundle lacks, or one that failed its gate, is
     a one-line error.
     """
-    what = "fusion head" if isinstance(spec, FusionHead) else f"encoder {name!r}"
+    what = ("fusion head" if isinstance(spec, FusionHead) else
+            f"detector {name!r}" if isinstance(spec, DetectorSpec) else f"encoder {name!r}")
     models, reports = spec.models, spec.precisions
     if requested == AUTO:
         passed = passed_precisions(models, reports)

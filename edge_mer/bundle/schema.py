@@ -18,6 +18,7 @@ from edge_mer.bundle.labels import CANONICAL_LABELS
 from edge_mer.config import key_text, require
 from edge_mer.names import PRECISIONS, Modality
 from edge_mer.preprocess.audio import AudioParams
+from edge_mer.preprocess.blazeface import BlazeFaceDecoding
 from edge_mer.preprocess.eeg import EegParams
 from edge_mer.preprocess.face import FaceParams
 
@@ -220,6 +221,29 @@ class EncoderSpec:
 
 
 @dataclass(frozen=True)
+class DetectorSpec:
+    """A face detector network shipped in the bundle: files per precision, tensors, decoding, provenance.
+
+    Its name is a detector kind (``face.detector.kind``) that runs a network, such as ``blazeface``.
+    """
+
+    models: dict[str, FileEntry]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    decoding: BlazeFaceDecoding
+    provenance: Provenance
+    metrics: tuple[Metric, ...] = ()
+    description: str = ""
+    precisions: dict[str, PrecisionReport] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require("fp32" in self.models, "models needs an fp32 entry (other precisions are optional)")
+        _check_precisions(self.models, self.precisions)
+        require(len(self.inputs) == 1, f"a detector has one image input, got {len(self.inputs)}")
+        require(len(self.outputs) >= 2, f"a detector has box and score outputs, got {len(self.outputs)}")
+
+
+@dataclass(frozen=True)
 class AffectSpace:
     """Valence/arousal coordinates in [-1, 1] for every label decisions can carry."""
 
@@ -278,6 +302,8 @@ class Manifest:
     affect: AffectSpace
     fusion: FusionSpec = field(default_factory=FusionSpec)
     description: str = ""
+    #: Face detector networks by kind (``blazeface``); detectors without a network (Haar) need none.
+    detectors: dict[str, DetectorSpec] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require(self.format == FORMAT, f"format {self.format!r} is not supported (this edge-mer reads {FORMAT})")
@@ -290,10 +316,14 @@ class Manifest:
                         f"encoders.{name}: label {target!r} has no affect.valence_arousal coordinates")
         unknown = sorted(set(self.fusion.weights) - set(self.encoders))
         require(not unknown, f"fusion.weights names unknown encoder {unknown[0] if unknown else ''!r}")
+        for name in self.detectors:
+            require(bool(_NAME.match(name)), f"detectors: name {_short(name)} must be 1..64 letters, digits, "
+                    "'_', '.' or '-', not starting with '.' or '-'")
 
     def files(self) -> list[FileEntry]:
         """Every model file the manifest references (each entry lists its external-data files)."""
         entries = [f for e in self.encoders.values() for f in e.models.values()]
+        entries += [f for d in self.detectors.values() for f in d.models.values()]
         if self.fusion.head is not None:
             entries += list(self.fusion.head.models.values())
         return entries

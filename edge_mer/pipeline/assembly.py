@@ -41,7 +41,7 @@ def build_runner(modality: Modality, config: RunConfig, bundle: Bundle, info: St
     backend = create_backend(bundle.model_ref(name, precision), options).load()
     log.info("%s: encoder %s (%s) on %s", modality, name, precision, backend.name)
     try:
-        return runner_cls.from_config(name, spec, backend, config, info, timings)
+        return runner_cls.from_config(name, spec, backend, config, info, timings, bundle)
     except BaseException:
         backend.close()
         raise

@@ -18,6 +18,7 @@ from edge_mer.config import require
 from edge_mer.fusion.options import FusionConfig
 from edge_mer.names import MODALITIES, Modality, PrecisionChoice
 from edge_mer.preprocess.face_detect import FaceDetectorOptions
+from edge_mer.preprocess.face_track import MAX_FACES, Primary
 from edge_mer.sinks.registry import OutputsConfig
 from edge_mer.sources.camera import CameraConfig
 from edge_mer.sources.eeg_board import BoardConfig
@@ -44,19 +45,32 @@ def _check_modality(name: Modality, window_s: float, stale_s: float) -> None:
 
 @dataclass(frozen=True)
 class FaceConfig:
-    """The face modality: its window, frames analysed per window, encoder, detector and camera."""
+    """The face modality: its window, frames analysed per window, faces followed, encoder, detector, camera.
+
+    ``max_faces`` faces are tracked per frame, each with an id and its own
+    evidence in the decision (``faces``); the fused estimate uses the
+    ``primary`` one (``largest``, or nearest the ``center``). The default of 4
+    covers a kiosk or robot's usual group; each extra face in view costs one
+    region search and one encoder row per processed frame, nothing when
+    absent. ``align`` levels the eyes (detector keypoints) before the crop.
+    """
 
     enabled: bool = True
     encoder: str = "face"
     window_s: float = 0.5
     max_frames: int = 5
     stale_s: float = 1.0
+    max_faces: int = 4
+    primary: Primary = "largest"
+    align: bool = True
     detector: FaceDetectorOptions = field(default_factory=FaceDetectorOptions)
     camera: CameraConfig = field(default_factory=CameraConfig)
 
     def __post_init__(self) -> None:
         _check_modality("face", self.window_s, self.stale_s)
         require(1 <= self.max_frames <= 100, f"max_frames must be in 1..100, got {self.max_frames}")
+        require(1 <= self.max_faces <= MAX_FACES, f"max_faces must be in 1..{MAX_FACES}, got {self.max_faces}")
+        require(self.primary in ("largest", "center"), f"primary must be 'largest' or 'center', got {self.primary!r}")
 
     @property
     def source(self) -> tuple[str, CameraConfig]:

@@ -1,6 +1,7 @@
 """One decision per tick: every modality's window through its encoder, then fusion and smoothing."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,7 @@ from edge_mer.fusion.base import FusionRule
 from edge_mer.fusion.smoothing import EmaSmoother
 from edge_mer.names import NO_EVIDENCE, ReasonCode
 from edge_mer.pipeline.runners import ModalityRunner
-from edge_mer.results import Decision, ModalityResult
+from edge_mer.results import Decision, FaceResult, ModalityResult
 from edge_mer.timing import StageTimes
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,18 @@ class Scheduler:
         self.examined_t_ns = {r.modality: r.newest_t_ns for r in results if r.newest_t_ns is not None}
         valid = {r.modality for r in results if r.valid}
         self.evidence_t_ns = {m: t for m, t in self.examined_t_ns.items() if m in valid}
+        faces = self._faces(results)
         latency_ms = (time.perf_counter() - started) * 1e3
         self.timings.add("tick", latency_ms)
-        return Decision(t, label or max(probs, key=probs.get), probs, valence, arousal, tuple(results), latency_ms)
+        return Decision(t, label or max(probs, key=probs.get), probs, valence, arousal, tuple(results), latency_ms,
+                        faces)
+
+    def _faces(self, results: Sequence[ModalityResult]) -> tuple[FaceResult, ...]:
+        """Every tracked face of this tick, each valid one with its own valence/arousal."""
+        out = []
+        for face in (f for r in results for f in r.faces):
+            if face.valid and face.probs:
+                v, a = valence_arousal(face.probs, self.affect)
+                face = dataclasses.replace(face, valence=v, arousal=a)
+            out.append(face)
+        return tuple(out)

@@ -119,7 +119,7 @@ def build_daemon(config: RunConfig, bundle: Bundle, *, allow_demo: bool = False)
         timings = StageTimes()
         for modality, source in sources.items():
             runners[modality] = build_runner(modality, config, bundle, source.info, timings)
-            stack.callback(runners[modality].backend.close)
+            stack.callback(runners[modality].close)
         rule, weights, smoother = build_fusion(config, bundle, [r.name for r in runners.values()])
         stack.callback(rule.close)
         scheduler = Scheduler(list(runners.values()), rule, weights, smoother, bundle.manifest.affect,

@@ -20,8 +20,8 @@ from edge_mer.config import require
 from edge_mer.errors import InputError
 from edge_mer.names import ReasonCode
 from edge_mer.preprocess.base import Invalid
-from edge_mer.preprocess.face_detect import FaceDetector
-from edge_mer.preprocess.face_track import FaceTracker
+from edge_mer.preprocess.detection import Detection, FaceDetector
+from edge_mer.preprocess.face_track import FaceTracker, Primary, TrackedFace
 
 if TYPE_CHECKING:
     from edge_mer.timing import StageTimes
@@ -77,8 +77,8 @@ class FaceParams:
         return (batch, h, w, self.channels)
 
 
-def square_crop(frame: np.ndarray, box: Box, margin: float) -> np.ndarray:
-    """A square crop centred on ``box``, its side ``max(w, h) * (1 + 2 * margin)``.
+def square_crop(frame: np.ndarray, box: Box, margin: float, shift: float = 0.0) -> np.ndarray:
+    """A square crop centred on ``box`` (moved up by ``shift`` of its side), its side ``max(w, h) * (1 + 2 * margin)``.
 
     Parts outside the frame are filled by replicating the border, so a face at
     the edge keeps its aspect ratio instead of being stretched.
@@ -87,7 +87,7 @@ def square_crop(frame: np.ndarray, box: Box, margin: float) -> np.ndarray:
     if w <= 0 or h <= 0:
         raise InputError(f"face box {list(box)} has no area; expected positive width and height")
     side = max(1, int(round(max(w, h) * (1.0 + 2.0 * margin))))
-    cx, cy = x + w / 2.0, y + h / 2.0
+    cx, cy = x + w / 2.0, y + h / 2.0 - shift * max(w, h)
     x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
     x1, y1 = x0 + side, y0 + side
     fh, fw = frame.shape[:2]
@@ -99,6 +99,34 @@ def square_crop(frame: np.ndarray, box: Box, margin: float) -> np.ndarray:
     if any(pads):
         crop = cv2.copyMakeBorder(crop, *pads, cv2.BORDER_REPLICATE)
     return crop
+
+
+def eye_angle(eyes: tuple[tuple[float, float], tuple[float, float]]) -> float:
+    """The head's roll in degrees: the angle of the line from the person's right eye to the left one."""
+    (rx, ry), (lx, ly) = eyes
+    return math.degrees(math.atan2(ly - ry, lx - rx))
+
+
+def aligned_crop(frame: np.ndarray, box: Box, eyes: tuple[tuple[float, float], tuple[float, float]],
+                 margin: float, side_px: int, shift: float = 0.0) -> np.ndarray:
+    """The square crop of :func:`square_crop`, rotated about its centre so the eyes are level.
+
+    ``shift`` moves the centre toward the top of the head (perpendicular to the eye line).
+
+    One affine warp straight to ``side_px`` pixels (so no second resize is
+    needed when that is the model's size); outside the frame the border is
+    replicated, as in :func:`square_crop`.
+    """
+    x, y, w, h = box
+    if w <= 0 or h <= 0:
+        raise InputError(f"face box {list(box)} has no area; expected positive width and height")
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    angle = eye_angle(eyes)
+    up = (math.sin(math.radians(angle)), -math.cos(math.radians(angle)))  # image y points down
+    cx, cy = x + w / 2.0 + shift * max(w, h) * up[0], y + h / 2.0 + shift * max(w, h) * up[1]
+    matrix = cv2.getRotationMatrix2D((cx, cy), angle, side_px / side)
+    matrix[:, 2] += (side_px / 2.0 - cx, side_px / 2.0 - cy)
+    return cv2.warpAffine(frame, matrix, (side_px, side_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _to_color(image: np.ndarray, color: str) -> np.ndarray:
@@ -142,50 +170,67 @@ def prepare_crops(crops: Sequence[np.ndarray], params: FaceParams, out: np.ndarr
 
 
 class FacePreprocessor:
-    """Frames -> detected, cropped, scaled face batch (one crop per frame with a face).
+    """Frames -> detected, cropped (eyes levelled), scaled faces for the encoder.
 
-    Frames must come in time order: the face is tracked from one frame to the
-    next (see :class:`~edge_mer.preprocess.face_detect.FaceDetectorOptions`).
-    With ``timings``, each frame's detection and each batch's crop-and-scale
-    time are recorded as ``face.detect`` and ``face.crop``.
+    Frames must come in time order: faces are tracked from one frame to the
+    next (up to ``max_faces``, each with an id; see
+    :mod:`~edge_mer.preprocess.face_track`). With ``align``, a face whose
+    detection has eye keypoints is rotated so the eyes are level before it is
+    scaled. With ``timings``, each frame's detection and each batch's
+    crop-and-scale time are recorded as ``face.detect`` and ``face.crop``.
     """
 
-    def __init__(self, params: FaceParams, detector: FaceDetector, timings: StageTimes | None = None) -> None:
+    def __init__(self, params: FaceParams, detector: FaceDetector, timings: StageTimes | None = None,
+                 align: bool = True, max_faces: int = 1, primary: Primary = "largest") -> None:
         self.params = params
         self.detector = detector
-        self.tracker = FaceTracker(detector)
+        self.tracker = FaceTracker(detector, max_faces, primary)
         self.timings = timings
+        self.align = align
+        self._side = max(params.size)
+        # The model's margin is relative to a tight face; the detector's box may be smaller than one.
+        self.margin = ((1.0 + 2.0 * params.margin) * detector.face_scale - 1.0) / 2.0
+        self.shift = detector.face_shift
 
-    def find(self, frame: np.ndarray) -> Box | None:
-        """The chosen face's box in ``frame``, or None."""
+    def find_all(self, frame: np.ndarray) -> list[TrackedFace]:
+        """Every followed face in ``frame`` with its id (the primary one is ``tracker.primary_id``)."""
         started = time.perf_counter_ns()
-        face = self.tracker.find(frame)
+        faces = self.tracker.find_all(frame)
         if self.timings is not None:
             self.timings.add("face.detect", (time.perf_counter_ns() - started) / 1e6)
-        return None if face is None else face.box
+        return faces
+
+    def find(self, frame: np.ndarray) -> Detection | None:
+        """The primary face in ``frame``, or None."""
+        faces = self.find_all(frame)
+        return next((f.detection for f in faces if f.id == self.tracker.primary_id), None)
+
+    def crop(self, frame: np.ndarray, face: Box | Detection) -> np.ndarray:
+        """One face's crop: aligned when ``align`` is on and the detection has eyes, else square."""
+        if isinstance(face, Detection):
+            eyes = face.eyes if self.align else None
+            if eyes is not None:
+                return aligned_crop(frame, face.box, eyes, self.margin, self._side, self.shift)
+            face = face.box
+        return square_crop(frame, face, self.margin, self.shift)
 
     def crops(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The chosen face's square crop from each frame that has one."""
-        found = []
-        for frame in frames:
-            box = self.find(frame)
-            if box is not None:
-                found.append(square_crop(frame, box, self.params.margin))
-        return found
+        """The primary face's crop from each frame that has one."""
+        return [self.crop(frame, face) for frame in frames if (face := self.find(frame)) is not None]
 
-    def prepare(self, frames: Sequence[np.ndarray], boxes: Sequence[Box]) -> np.ndarray:
-        """The encoder batch for faces at ``boxes`` in ``frames`` (one crop each)."""
+    def prepare(self, frames: Sequence[np.ndarray], faces: Sequence[Box | Detection]) -> np.ndarray:
+        """The encoder batch for ``faces`` (boxes or detections) in ``frames``, one crop each."""
         started = time.perf_counter_ns()
-        batch = prepare_crops([square_crop(f, b, self.params.margin) for f, b in zip(frames, boxes)], self.params)
+        batch = prepare_crops([self.crop(f, b) for f, b in zip(frames, faces)], self.params)
         if self.timings is not None:
             self.timings.add("face.crop", (time.perf_counter_ns() - started) / 1e6)
         return batch
 
     def process(self, frames: Sequence[np.ndarray]) -> np.ndarray | Invalid:
-        """A float32 batch ``[faces, ...]`` for the encoder, or ``Invalid(NO_FACE)``."""
+        """A float32 batch ``[faces, ...]`` of the primary face per frame, or ``Invalid(NO_FACE)``."""
         if len(frames) == 0:
             return Invalid(ReasonCode.NO_FRAMES)
-        found = [(frame, box) for frame in frames if (box := self.find(frame)) is not None]
+        found = [(frame, face) for frame in frames if (face := self.find(frame)) is not None]
         if not found:
             return Invalid(ReasonCode.NO_FACE)
-        return self.prepare([f for f, _ in found], [b for _, b in found])
+        return self.prepare([f for f, _ in found], [d for _, d in found])

@@ -81,7 +81,7 @@ def test_encoders_every_modality_at_fp32(report: dict[str, Any]) -> None:
 def test_pipeline_section(report: dict[str, Any]) -> None:
     p = report["pipeline"]
     assert p["session"] == str(demo_session_path()) and p["rate_hz"] == 10.0 and p["align_ticks"] is True
-    assert p["face_detector"] == "haar, detect_width 320, tracking on"
+    assert p["face_detector"] == "blazeface, tracking on, max_faces 4, align on"
     assert p["decisions"] > 0 and p["warmup_decisions_skipped"] >= 0
     assert p["wall_s"] > 0
     _check_summary(p["decision_latency_ms"], "decision")
@@ -115,7 +115,9 @@ def test_face_path_section(report: dict[str, Any]) -> None:
     assert v["fps"] == f["fps"] and v["found_ratio"] == 1.0
     _check_summary(v["frame_ms"], "face path")
     assert v["frame_ms"]["n"] == 60
-    assert v["detector"] == {"kind": "haar", "detect_width": 320, "track": True, "redetect_every": 30}
+    assert v["detector"] == {"kind": "blazeface", "detect_width": 320, "track": True, "redetect_every": 30,
+                             "model": "blazeface (fp32) on onnxruntime"}
+    assert f["detector"]["kind"] == "blazeface"  # face_path.detector.kind: the default detector, shipped
     assert 1 <= v["full_detections"] < 60 and v["region_searches"] >= 60 - v["full_detections"]
 
 
@@ -177,8 +179,8 @@ def test_compare_adds_the_before_pipeline_and_face_path_variants(tmp_path: Path)
     assert "encoders" not in report and "encoders_default_threads" not in report
     after, before = report["pipeline"], report["pipeline_before"]
     assert after["align_ticks"] is True and before["align_ticks"] is False
-    assert after["face_detector"] == "haar, detect_width 320, tracking on"
-    assert before["face_detector"] == "haar, detect_width full, tracking off"
+    assert after["face_detector"] == "blazeface, tracking on, max_faces 4, align on"
+    assert before["face_detector"] == "blazeface, tracking off, max_faces 4, align on"
     for p in (after, before):
         assert p["decisions"] > 0
         _check_summary(p["decision_latency_ms"], "decision")
@@ -186,11 +188,12 @@ def test_compare_adds_the_before_pipeline_and_face_path_variants(tmp_path: Path)
             _check_summary(p["stages_ms"][stage], stage)
     variants = report["face_path"]["variants"]
     assert list(variants) == ["edge-mer", "no tracking", "full frame, no tracking"]
-    assert variants["edge-mer"]["detector"] == {"kind": "haar", "detect_width": 320, "track": True,
-                                                "redetect_every": 30}
+    assert variants["edge-mer"]["detector"] == {"kind": "blazeface", "detect_width": 320, "track": True,
+                                                "redetect_every": 30, "model": "blazeface (fp32) on onnxruntime"}
     assert variants["no tracking"]["detector"]["track"] is False
-    assert variants["full frame, no tracking"]["detector"] == {"kind": "haar", "detect_width": 0, "track": False,
-                                                               "redetect_every": 30}
+    assert variants["full frame, no tracking"]["detector"] == {"kind": "blazeface", "detect_width": 0, "track": False,
+                                                               "redetect_every": 30,
+                                                               "model": "blazeface (fp32) on onnxruntime"}
     for label, v in variants.items():
         assert v["found_ratio"] == 1.0, label
         assert v["frame_ms"]["n"] == 30

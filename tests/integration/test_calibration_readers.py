@@ -23,7 +23,8 @@ from edge_mer.pipeline.buffers import SampleBuffer
 from edge_mer.preprocess.audio import AudioPreprocessor, to_mono
 from edge_mer.preprocess.eeg import EegPreprocessor, board_eeg
 from edge_mer.preprocess.face import FacePreprocessor, prepare_crops
-from edge_mer.preprocess.face_detect import create_detector
+from edge_mer.pipeline.face_models import build_detector
+from edge_mer.preprocess.face_detect import FaceDetectorOptions
 from edge_mer.sessions.format import load_session, write_session_json
 from edge_mer.sessions.replay import AudioReplaySource, EegReplaySource, VideoReplaySource
 from edge_mer.sources.wav import WavFileSource
@@ -82,7 +83,7 @@ def test_session_video_frames_equal_the_daemon_face_path(session: Path, specs) -
     params = specs["face"].preprocessing
     samples = list(read_face_video(session / "video.mp4", params, every_n=4))
     loaded = load_session(session)
-    runtime = FacePreprocessor(params, create_detector())  # the FaceRunner's preprocessor (default detector)
+    runtime = FacePreprocessor(params, build_detector(FaceDetectorOptions(), load_bundle(default_bundle_path())))  # the FaceRunner's
     expected = {}
     with VideoReplaySource(loaded, pace=False) as source:
         for chunk in source:

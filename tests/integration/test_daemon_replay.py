@@ -41,7 +41,9 @@ def test_fast_replay_prints_one_valid_decision_per_tick_and_beats_chance(labelle
     # 24 s at 2 Hz on the session clock; the last tick is the last one at or before the newest sample
     assert [d["t"] for d in decisions] == [0.5 * (i + 1) for i in range(47)]
     for d in decisions:
-        assert set(d) == {"t", "label", "probs", "valence", "arousal", "modalities", "latency_ms"}
+        assert set(d) == {"t", "label", "probs", "valence", "arousal", "modalities", "latency_ms", "faces"}
+        for face in d["faces"]:
+            assert {"id", "box", "label", "probs", "valence", "arousal", "valid", "reason"} <= set(face)
         assert set(d["modalities"]) == {"face", "speech", "eeg"}
         assert d["label"] in d["probs"] and set(d["probs"]) <= set(CANONICAL_LABELS) | {"boredom"}
         assert abs(sum(d["probs"].values()) - 1.0) < 1e-4

@@ -35,7 +35,7 @@ def decision(i: int, latency_ms: float = 20.0, pad: str = "") -> dict[str, Any]:
                            "probs": {}, "latency_ms": 2.0},
                 "eeg": {"valid": False, "reason": "bad channels Fp1, F3", "reason_code": "bad_channels", "label": None,
                         "probs": {}, "latency_ms": 0.0}},
-            "latency_ms": latency_ms}
+            "latency_ms": latency_ms, "faces": []}
 
 
 def typed(i: int, latency_ms: float = 20.0, pad: str = "") -> Decision:

@@ -60,7 +60,8 @@ for _ in range(count):
 def decision(i: int) -> dict[str, Any]:
     return {"t": 10.0 + i, "label": "sad", "probs": {"sad": 0.8, "neutral": 0.2}, "valence": -0.4, "arousal": -0.1,
             "modalities": {"eeg": {"valid": True, "reason": None, "reason_code": None, "label": "sad",
-                                   "probs": {"sad": 0.8}, "latency_ms": 1.5}}, "latency_ms": 3.0 + i}
+                                   "probs": {"sad": 0.8}, "latency_ms": 1.5}}, "latency_ms": 3.0 + i,
+            "faces": []}
 
 
 def typed(i: int) -> Decision:

@@ -22,7 +22,7 @@ def _decision() -> Decision:
 
 def test_to_json_is_the_decision_format() -> None:
     data = _decision().to_json()
-    assert list(data) == ["t", "label", "probs", "valence", "arousal", "modalities", "latency_ms"]
+    assert list(data) == ["t", "label", "probs", "valence", "arousal", "modalities", "latency_ms", "faces"]
     assert data["t"] == 3.123457 and data["probs"] == {"happy": 0.666667, "sad": 0.333333}
     assert data["latency_ms"] == 2.0
     assert data["modalities"]["face"] == {"valid": True, "reason": None, "reason_code": None, "label": "happy",

@@ -20,7 +20,7 @@ from edge_mer.bundle.labels import to_canonical
 from edge_mer.bundle.loader import Bundle
 from edge_mer.pipeline.runners import EegRunner, FaceRunner, ModalityRunner, choose_eeg_encoder
 from edge_mer.preprocess.face import FacePreprocessor
-from edge_mer.preprocess.face_detect import create_detector
+from edge_mer.preprocess.face_detect import FaceDetectorOptions, create_detector
 from edge_mer.sources.base import Chunk
 
 MS = 1_000_000  # ns
@@ -28,6 +28,9 @@ FRAME_NS = round(1e9 / 15)  # the demo video's 15 fps
 #: BrainFlow's SYNTHETIC_BOARD EEG channel names (BoardShim.get_eeg_names), 250 Hz.
 SYNTHETIC_NAMES = ("Fz", "C3", "Cz", "C4", "Pz", "PO7", "Oz", "PO8", "F5", "F7", "F3", "F1", "F2", "F4", "F6", "F8")
 EEG_RATE = 250
+
+#: These tests exercise the Haar cascade (no model file, deterministic); BlazeFace has its own tests.
+HAAR = FaceDetectorOptions(kind="haar")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,7 @@ def frames(demo_frames: list[np.ndarray]) -> list[np.ndarray]:
 @pytest.fixture
 def runner(bundle: Bundle, face_backend: Backend) -> FaceRunner:
     """The daemon's default face runner: a 0.5 s window of up to 5 frames, stale after 1 s."""
-    return FaceRunner("face", bundle.encoder("face"), face_backend, create_detector(), window_s=0.5, stale_s=1.0,
+    return FaceRunner("face", bundle.encoder("face"), face_backend, create_detector(HAAR), window_s=0.5, stale_s=1.0,
                       max_frames=5)
 
 
@@ -103,13 +106,13 @@ def test_a_15_fps_camera_gets_every_other_frame_processed(runner: FaceRunner, fr
 
 def test_the_slack_keeps_a_jittery_10_fps_camera_at_every_frame(bundle: Bundle, face_backend, frames) -> None:
     # 10 fps fills a 0.5 s window of 5 frames exactly; frames arriving 95 ms apart (jitter) must still all count.
-    runner = FaceRunner("face", bundle.encoder("face"), face_backend, create_detector(), window_s=0.5,
+    runner = FaceRunner("face", bundle.encoder("face"), face_backend, create_detector(HAAR), window_s=0.5,
                         stale_s=1.0, max_frames=5)
     for i in range(10):
         _feed(runner, i * 95 * MS, frames[i])
     assert _processed(runner) == 10
     # A higher max_frames processes every frame of the 15 fps video: 0.9 * 0.5 s / 15 = 30 ms.
-    dense = FaceRunner("face", bundle.encoder("face"), face_backend, create_detector(), window_s=0.5,
+    dense = FaceRunner("face", bundle.encoder("face"), face_backend, create_detector(HAAR), window_s=0.5,
                        stale_s=1.0, max_frames=15)
     for i in range(10):
         _feed(dense, i * FRAME_NS, frames[i])
@@ -122,7 +125,7 @@ def test_the_slack_keeps_a_jittery_10_fps_camera_at_every_frame(bundle: Bundle, 
 def _reference(bundle: Bundle, backend: Backend, frames_in_order: list[np.ndarray]) -> list[np.ndarray | None]:
     """Per frame, the face encoder's probabilities as an independent tracker + preprocessor + encoder give them."""
     spec = bundle.encoder("face")
-    pre = FacePreprocessor(spec.preprocessing, create_detector())
+    pre = FacePreprocessor(spec.preprocessing, create_detector(HAAR))
     out = []
     for frame in frames_in_order:
         box = pre.find(frame)
@@ -202,7 +205,7 @@ def test_a_window_without_processed_frames_is_invalid_no_frames(runner: FaceRunn
     assert result.newest_t_ns == 0
     stale = runner.run(1500 * MS)
     assert not stale.valid and stale.reason.startswith("stale")
-    fresh = FaceRunner("face", runner.spec, runner.backend, create_detector(), 0.5, 1.0, 5)
+    fresh = FaceRunner("face", runner.spec, runner.backend, create_detector(HAAR), 0.5, 1.0, 5)
     assert fresh.run(0).reason == "no data yet"
 
 

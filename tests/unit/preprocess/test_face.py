@@ -13,6 +13,9 @@ from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.face import FaceParams, FacePreprocessor, prepare_crops, square_crop
 from edge_mer.preprocess.face_detect import FaceDetectorOptions, create_detector, haar_cascade_path
 
+#: These tests exercise the Haar cascade (no model file, deterministic); BlazeFace has its own tests.
+HAAR = FaceDetectorOptions(kind="haar")
+
 
 @pytest.fixture(scope="module")
 def ck_face(shared_dir: Path) -> np.ndarray:
@@ -83,7 +86,7 @@ def test_default_install_has_a_working_haar_detector() -> None:
     # opencv-python is pinned below 5 because OpenCV 5 wheels ship no cascades.
     assert cv2.__version__.startswith("4.")
     assert haar_cascade_path() is not None
-    detector = create_detector()
+    detector = create_detector(HAAR)
     assert detector.kind == "haar"
     assert detector.detect(np.zeros((240, 320, 3), np.uint8)) == []
 
@@ -91,7 +94,7 @@ def test_default_install_has_a_working_haar_detector() -> None:
 @pytest.mark.shared
 def test_haar_finds_a_real_face_and_the_preprocessor_crops_it(ck_face: np.ndarray) -> None:
     scene = _scene(ck_face)
-    pre = FacePreprocessor(FaceParams(), create_detector())
+    pre = FacePreprocessor(FaceParams(), create_detector(HAAR))
     face = pre.detector.best(scene)
     assert face is not None
     x, y, w, h = face.box
@@ -105,8 +108,8 @@ def test_haar_finds_a_real_face_and_the_preprocessor_crops_it(ck_face: np.ndarra
 @pytest.mark.shared
 def test_detect_width_reports_boxes_in_frame_pixels(ck_face: np.ndarray) -> None:
     scene = _scene(ck_face)
-    full = create_detector().best(scene)
-    small = create_detector(FaceDetectorOptions(detect_width=320)).best(scene)
+    full = create_detector(HAAR).best(scene)
+    small = create_detector(FaceDetectorOptions(kind="haar", detect_width=320)).best(scene)
     assert full is not None and small is not None
     assert all(abs(a - b) <= 0.15 * full.box[2] for a, b in zip(full.box, small.box))
 
@@ -128,4 +131,4 @@ def test_yunet_needs_an_existing_model() -> None:
 
 def test_detector_refuses_non_images() -> None:
     with pytest.raises(InputError, match="frame must be a uint8 HxW or HxWx3 image, got float32"):
-        create_detector().detect(np.zeros((10, 10), np.float32))
+        create_detector(HAAR).detect(np.zeros((10, 10), np.float32))

@@ -19,11 +19,14 @@ from edge_mer.preprocess.face_track import FaceTracker
 
 Box = tuple[int, int, int, int]
 
+#: These tests exercise the Haar cascade (no model file, deterministic); BlazeFace has its own tests.
+HAAR = FaceDetectorOptions(kind="haar")
+
 
 @pytest.fixture(scope="module")
 def face_image(demo_frames: list[np.ndarray]) -> np.ndarray:
     """The real face of the demo video's first frame, with some context (BGR, square)."""
-    found = create_detector(FaceDetectorOptions(detect_width=0)).best(demo_frames[0])
+    found = create_detector(FaceDetectorOptions(kind="haar", detect_width=0)).best(demo_frames[0])
     assert found is not None
     return square_crop(demo_frames[0], found.box, 0.4)
 
@@ -85,7 +88,7 @@ def _check_rule(events: list[tuple[bool, bool, bool]], redetect_every: int) -> N
 
 
 def test_option_defaults() -> None:
-    options = FaceDetectorOptions()
+    options = HAAR
     assert options.detect_width == 320
     assert options.track is True
     assert options.redetect_every == 30
@@ -94,10 +97,10 @@ def test_option_defaults() -> None:
 
 
 def test_the_tracker_scales_regions_to_the_detectors_own_face_size_unless_told() -> None:
-    haar = create_detector()
+    haar = create_detector(HAAR)
     assert haar.track_face_px == 28 >= haar.options.min_size  # the cascade's 24-px window, and a margin
     assert FaceTracker(haar).face_px == 28
-    assert FaceTracker(create_detector(FaceDetectorOptions(track_face_px=48))).face_px == 48
+    assert FaceTracker(create_detector(FaceDetectorOptions(kind="haar", track_face_px=48))).face_px == 48
 
 
 @pytest.mark.parametrize("changes, field, value", [
@@ -115,10 +118,10 @@ def test_bad_options_are_config_errors_naming_the_field(changes: dict, field: st
 
 
 def test_option_bounds_are_inclusive() -> None:
-    FaceDetectorOptions(redetect_every=1, track_face_px=24, track_margin=0.1, detect_width=64)
-    FaceDetectorOptions(track_face_px=0, min_size=40)  # 0: the detector's own size, whatever min_size
-    FaceDetectorOptions(track_margin=2.0, detect_width=0)
-    FaceDetectorOptions(min_size=40, track_face_px=40)
+    FaceDetectorOptions(kind="haar", redetect_every=1, track_face_px=24, track_margin=0.1, detect_width=64)
+    FaceDetectorOptions(kind="haar", track_face_px=0, min_size=40)  # 0: the detector's own size, whatever min_size
+    FaceDetectorOptions(kind="haar", track_margin=2.0, detect_width=0)
+    FaceDetectorOptions(kind="haar", min_size=40, track_face_px=40)
 
 
 def test_options_from_a_config_table_name_the_key_path() -> None:
@@ -136,8 +139,8 @@ def test_options_from_a_config_table_name_the_key_path() -> None:
 def test_detect_downscales_to_detect_width_and_detect_image_does_not(face_image: np.ndarray) -> None:
     at, size = (200, 120), 200
     frame = _scene(face_image, at, size)
-    full_size = create_detector(FaceDetectorOptions(detect_width=0)).best(frame)
-    default = create_detector()  # detect_width 320: the 640x480 frame is searched at half size
+    full_size = create_detector(FaceDetectorOptions(kind="haar", detect_width=0)).best(frame)
+    default = create_detector(HAAR)  # detect_width 320: the 640x480 frame is searched at half size
     halved = default.best(frame)
     assert full_size is not None and halved is not None
     assert _inside(full_size.box, at, size) and _inside(halved.box, at, size)
@@ -145,7 +148,7 @@ def test_detect_downscales_to_detect_width_and_detect_image_does_not(face_image:
     # detect_image searches the image as given: same frame, same coordinates as the full-size detection.
     assert default.choose(default.detect_image(frame)) == full_size
     # At detect_width 64 the face shrinks to ~20 px, below the cascade's 24-px window; detect_image still finds it.
-    tiny = create_detector(FaceDetectorOptions(detect_width=64))
+    tiny = create_detector(FaceDetectorOptions(kind="haar", detect_width=64))
     assert tiny.detect(frame) == []
     found = tiny.choose(tiny.detect_image(frame))
     assert found is not None and _inside(found.box, at, size)
@@ -154,9 +157,9 @@ def test_detect_downscales_to_detect_width_and_detect_image_does_not(face_image:
 def test_detect_image_works_in_the_images_own_coordinates(face_image: np.ndarray) -> None:
     frame = _scene(face_image, (300, 200), 160)
     region = frame[180:400, 280:480]
-    detector = create_detector()
+    detector = create_detector(HAAR)
     in_region = detector.choose(detector.detect_image(region))
-    in_frame = create_detector(FaceDetectorOptions(detect_width=0)).best(frame)
+    in_frame = create_detector(FaceDetectorOptions(kind="haar", detect_width=0)).best(frame)
     assert in_region is not None and in_frame is not None
     x, y, w, h = in_region.box
     assert _iou((x + 280, y + 180, w, h), in_frame.box) > 0.9
@@ -166,15 +169,15 @@ def test_detect_image_works_in_the_images_own_coordinates(face_image: np.ndarray
                                  np.zeros(48, np.uint8)])
 def test_detect_image_checks_the_image(bad: np.ndarray) -> None:
     with pytest.raises(InputError, match="frame must be a uint8 HxW or HxWx3 image"):
-        create_detector().detect_image(bad)
+        create_detector(HAAR).detect_image(bad)
 
 
 def test_choose_follows_select() -> None:
     small_sure = Detection((0, 0, 30, 30), 0.99)
     big_unsure = Detection((50, 50, 80, 80), 0.70)
     big_surer = Detection((60, 60, 80, 80), 0.80)
-    largest = create_detector(FaceDetectorOptions(select="largest"))
-    confident = create_detector(FaceDetectorOptions(select="confident"))
+    largest = create_detector(FaceDetectorOptions(kind="haar", select="largest"))
+    confident = create_detector(FaceDetectorOptions(kind="haar", select="confident"))
     assert largest.choose([]) is None and confident.choose([]) is None
     assert largest.choose([small_sure, big_unsure]) == big_unsure
     assert largest.choose([big_unsure, big_surer, small_sure]) == big_surer  # equal areas: the higher score
@@ -187,7 +190,7 @@ def test_choose_follows_select() -> None:
 
 def test_tracker_finds_the_face_in_every_demo_frame_mostly_by_region_search(
         demo_frames: list[np.ndarray]) -> None:
-    detector = create_detector()
+    detector = create_detector(HAAR)
     tracker = FaceTracker(detector)
     events = []
     for i, frame in enumerate(demo_frames):
@@ -206,7 +209,7 @@ def test_tracker_finds_the_face_in_every_demo_frame_mostly_by_region_search(
 
 
 def test_tracker_redetects_after_redetect_every_tracked_frames(demo_frames: list[np.ndarray]) -> None:
-    tracker = FaceTracker(create_detector(FaceDetectorOptions(redetect_every=3)))
+    tracker = FaceTracker(create_detector(FaceDetectorOptions(kind="haar", redetect_every=3)))
     events = []
     for frame in demo_frames[:40]:
         found, searched, full = _find_logged(tracker, frame)
@@ -219,7 +222,7 @@ def test_tracker_redetects_after_redetect_every_tracked_frames(demo_frames: list
 
 
 def test_without_tracking_every_frame_is_a_full_detection(demo_frames: list[np.ndarray]) -> None:
-    detector = create_detector(FaceDetectorOptions(track=False))
+    detector = create_detector(FaceDetectorOptions(kind="haar", track=False))
     tracker = FaceTracker(detector)
     frames = demo_frames[:12]
     for frame in frames:
@@ -235,7 +238,7 @@ def test_exact_count_of_full_detections_when_every_region_search_succeeds(face_i
     # With a 48-px region face the search never misses this face, so only the first frame and the
     # redetect_every rule cause full-frame detections.
     redetect_every, n = 4, 23
-    tracker = FaceTracker(create_detector(FaceDetectorOptions(redetect_every=redetect_every, track_face_px=48)))
+    tracker = FaceTracker(create_detector(FaceDetectorOptions(kind="haar", redetect_every=redetect_every, track_face_px=48)))
     for i in range(n):
         at = (80 + 3 * i, 60 + 2 * i)
         found, _, _ = _find_logged(tracker, _scene(face_image, at))
@@ -246,7 +249,7 @@ def test_exact_count_of_full_detections_when_every_region_search_succeeds(face_i
 
 
 def test_the_box_follows_a_moving_face(face_image: np.ndarray) -> None:
-    detector = create_detector()
+    detector = create_detector(HAAR)
     tracker = FaceTracker(detector)
     boxes, events = [], []
     for i in range(30):
@@ -266,7 +269,7 @@ def test_the_box_follows_a_moving_face(face_image: np.ndarray) -> None:
 
 
 def test_a_face_that_jumps_out_of_the_search_region_is_found_by_a_full_detection(face_image: np.ndarray) -> None:
-    tracker = FaceTracker(create_detector())
+    tracker = FaceTracker(create_detector(HAAR))
     for i in range(3):
         assert tracker.find(_scene(face_image, (40 + 2 * i, 40))) is not None
     fulls, searches = tracker.full_detections, tracker.region_searches
@@ -282,7 +285,7 @@ def test_a_face_that_jumps_out_of_the_search_region_is_found_by_a_full_detection
 
 def test_a_frame_without_a_face_gives_none_and_the_next_face_is_searched_in_the_whole_frame(
         face_image: np.ndarray) -> None:
-    tracker = FaceTracker(create_detector())
+    tracker = FaceTracker(create_detector(HAAR))
     assert tracker.find(_scene(face_image, (100, 100))) is not None
     empty = np.full((480, 640, 3), 90, np.uint8)
     found, searched, full = _find_logged(tracker, empty)
@@ -294,7 +297,7 @@ def test_a_frame_without_a_face_gives_none_and_the_next_face_is_searched_in_the_
 
 
 def test_reset_forgets_the_last_face(face_image: np.ndarray) -> None:
-    tracker = FaceTracker(create_detector())
+    tracker = FaceTracker(create_detector(HAAR))
     frame = _scene(face_image, (100, 100))
     tracker.find(frame)
     tracker.find(frame)
@@ -307,7 +310,7 @@ def test_reset_forgets_the_last_face(face_image: np.ndarray) -> None:
 @pytest.mark.parametrize("bad", [np.zeros((240, 320, 3), np.float32), np.zeros((1, 240, 320, 3), np.uint8),
                                  np.zeros(320, np.uint8), "not a frame"])
 def test_bad_frames_raise_input_error_and_leave_the_tracker_as_it_was(bad, face_image: np.ndarray) -> None:
-    tracker = FaceTracker(create_detector())
+    tracker = FaceTracker(create_detector(HAAR))
     assert tracker.find(_scene(face_image, (100, 100))) is not None
     before = (tracker.full_detections, tracker.region_searches)
     with pytest.raises(InputError, match="frame must be a uint8 HxW or HxWx3 image"):

@@ -23,7 +23,9 @@ def decision(i: int) -> dict:
                                     "probs": {"happy": 1.0}, "latency_ms": 4.2},
                            "eeg": {"valid": False, "reason": "stale", "reason_code": "stale", "label": None,
                                    "probs": {}, "latency_ms": 0.0}},
-            "latency_ms": 9.5 + i}
+            "latency_ms": 9.5 + i,
+            "faces": [{"id": 1, "box": [10, 20, 100, 100], "label": "happy", "probs": {"happy": 1.0}, "valence": 0.8,
+                       "arousal": 0.5, "valid": True, "reason": None, "reason_code": None, "primary": True}]}
 
 
 def typed(i: int) -> Decision:
