@@ -45,6 +45,12 @@ FLAGS: tuple[Flag, ...] = (
     ("--cache-dir", "cache_dir", str, "calibration statistics cache"),
     ("--board", "board", str, "BrainFlow board of --calib/--eval BrainFlow files"),
     ("--hop-s", "hop_s", float, "EEG window hop in seconds (default 2)"),
+    ("--detector-eval", "detector_eval", str, "video whose frames gate the face detector (exports it too)"),
+    ("--detector-calib", "detector_calib", str, "another video whose frames calibrate the detector's INT8"),
+    ("--detector-every", "detector_every", int, "use every n-th frame of those videos (default 10)"),
+    ("--detector-frames", "detector_frames", int, "at most this many evaluation frames (default 300)"),
+    ("--min-detection-recall", "min_detection_recall", float, "smallest share of FP32 faces found (default 0.95)"),
+    ("--min-detection-iou", "min_detection_iou", float, "smallest mean IoU with FP32 boxes (default 0.85)"),
 )
 
 

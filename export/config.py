@@ -50,6 +50,14 @@ class ExportConfig:
     cache_dir: Path | None = None
     board: str = ""
     hop_s: float = 2.0
+    #: Videos whose frames gate (``detector_eval``) and calibrate (``detector_calib``) the bundle's face
+    #: detector; with ``detector_eval`` set, the detector is exported beside the encoders.
+    detector_eval: Path | None = None
+    detector_calib: Path | None = None
+    detector_every: int = 10
+    detector_frames: int = 300
+    min_detection_recall: float = 0.95
+    min_detection_iou: float = 0.85
 
     def __post_init__(self) -> None:
         for p in self.precisions:
@@ -63,6 +71,11 @@ class ExportConfig:
         require(0.0 <= self.min_agreement <= 1.0, f"min_agreement must be in 0..1, got {self.min_agreement}")
         require(self.latency_iterations >= 1, f"latency_iterations must be >= 1, got {self.latency_iterations}")
         require(self.hop_s > 0, f"hop_s must be > 0, got {self.hop_s}")
+        require(1 <= self.detector_every <= 1000, f"detector_every must be 1..1000 frames, got {self.detector_every}")
+        require(1 <= self.detector_frames <= 5000, f"detector_frames must be 1..5000, got {self.detector_frames}")
+        require(0.0 <= self.min_detection_recall <= 1.0,
+                f"min_detection_recall must be in 0..1, got {self.min_detection_recall}")
+        require(0.0 <= self.min_detection_iou <= 1.0, f"min_detection_iou must be in 0..1, got {self.min_detection_iou}")
         require(self.source.suffix != ".onnx" or self.entry is not None,
                 f"source {self.source} is an ONNX file: give its manifest entry (JSON) with --entry")
 

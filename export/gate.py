@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_mer.backends.base import Backend
+from edge_mer.backends.options import BackendOptions, OrtOptions
 from edge_mer.bench.latency import time_infer
 from edge_mer.bundle.schema import PrecisionReport
 from edge_mer.config import require
@@ -319,6 +320,10 @@ def gate(reference_probs: np.ndarray, candidate_probs: np.ndarray, labels: Seque
     return GateResult(passed=not reasons, reasons=reasons, metrics=metrics, class_names=names,
                       confusion=_as_table(lm["confusion"]), confusion_fp32=_as_table(fp32["confusion"]),
                       thresholds=thresholds)
+
+
+#: Latency is measured on one thread, so the figures compare precisions rather than the host's core count.
+LATENCY_OPTIONS = BackendOptions(name="onnxruntime", onnxruntime=OrtOptions(intra_op_threads=1, inter_op_threads=1))
 
 
 def measure_latency(backend: Backend, feeds: Mapping[str, np.ndarray], *, warmup: int = 10,

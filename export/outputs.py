@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.bundle.loader import MANIFEST, Bundle
-from edge_mer.bundle.schema import FORMAT, EncoderSpec, FusionSpec, Manifest, PrecisionReport
+from edge_mer.bundle.schema import FORMAT, DetectorSpec, EncoderSpec, FusionSpec, Manifest, PrecisionReport
 from edge_mer.bundle.writer import external_data_of, file_entry, write_manifest
 from edge_mer.config import to_dict
 from edge_mer_export.errors import ExportError
@@ -75,10 +75,12 @@ def candidate_path(out: Path, spec: EncoderSpec, precision: str) -> Path:
     return out / fp32.parent / f"{fp32.stem}.{precision}.onnx"
 
 
-def finish_output(out: Path, manifest: Manifest, updated: dict[str, EncoderSpec]) -> Path:
-    """Write the output manifest with the exported encoders, then reload it to prove it validates."""
+def finish_output(out: Path, manifest: Manifest, updated: dict[str, EncoderSpec],
+                  detectors: dict[str, DetectorSpec] | None = None) -> Path:
+    """Write the output manifest with the exported encoders (and detectors), then reload it to prove it validates."""
     encoders = {**manifest.encoders, **updated}
-    path = write_manifest(out, replace(manifest, encoders=encoders))
+    path = write_manifest(out, replace(manifest, encoders=encoders,
+                                       detectors={**manifest.detectors, **(detectors or {})}))
     load_bundle(out)
     return path
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from edge_mer.backends.base import ModelFile, ModelRef
 # Before the calibration readers, which import onnxruntime: this module turns its telemetry off first.
 from edge_mer.backends.onnxrt import onnxruntime_module
-from edge_mer.backends.options import BackendOptions, OrtOptions
+from edge_mer.backends.options import BackendOptions
 from edge_mer.backends.registry import create_backend
 from edge_mer.numeric import softmax
 from edge_mer.bundle import load_bundle
@@ -30,10 +30,11 @@ from edge_mer_calibration.datasets import open_dataset, split_by_group, stratifi
 from edge_mer_calibration.ort_reader import FeedsReader, feeds_from_samples
 from edge_mer_calibration.samples import Sample
 from edge_mer_export.config import ExportConfig
+from edge_mer_export.detector import export_detector
 from edge_mer_export.engines import build_engines, write_implicit_cache
 from edge_mer_export.errors import ExportError
 from edge_mer_export.fp16 import make_fp16
-from edge_mer_export.gate import GateThresholds, gate, measure_latency
+from edge_mer_export.gate import LATENCY_OPTIONS, GateThresholds, gate, measure_latency
 from edge_mer_export.int8 import make_int8
 from edge_mer_export.onnx_checks import prepare_model
 from edge_mer_export.outputs import (bundle_from_onnx, candidate_path, finish_output, start_output,
@@ -43,8 +44,6 @@ from edge_mer_export.report import EncoderResult, ExportReport, PrecisionOutcome
 
 log = logging.getLogger(__name__)
 
-#: Latency is measured on one thread, so the figures compare precisions rather than the host's core count.
-LATENCY_OPTIONS = BackendOptions(name="onnxruntime", onnxruntime=OrtOptions(intra_op_threads=1, inter_op_threads=1))
 
 
 @dataclass(frozen=True)
@@ -187,16 +186,20 @@ def export(cfg: ExportConfig) -> ExportResult:
         bundle = (bundle_from_onnx(cfg.source, cfg.entry, work) if cfg.entry is not None
                   else load_bundle(cfg.source))
         names = cfg.encoders or tuple(n for n in bundle.manifest.encoders if cfg.data_for(cfg.eval, n) is not None)
-        if not names:
-            raise ExportError("no encoder selected: give --eval ENCODER=PATH (or --encoder NAME)")
+        detectors = tuple(bundle.manifest.detectors) if cfg.detector_eval is not None else ()
+        if not names and not detectors:
+            raise ExportError("no encoder selected: give --eval ENCODER=PATH (or --encoder NAME), "
+                              "or --detector-eval VIDEO for the face detector")
         created = not cfg.out.exists()
         out = start_output(bundle, cfg.out)
         try:
-            updated, results = {}, []
+            updated, results, detector_specs, detector_results = {}, [], {}, {}
             for name in names:
                 updated[name], result = export_encoder(cfg, bundle, name, out, work)
                 results.append(result)
-            finish_output(out, bundle.manifest, updated)
+            for name in detectors:
+                detector_specs[name], detector_results[name] = export_detector(cfg, bundle, name, out, work)
+            finish_output(out, bundle.manifest, updated, detector_specs)
         except BaseException:
             # Leave no half-written bundle behind (a retry would find the directory not empty).
             if created:
@@ -205,7 +208,9 @@ def export(cfg: ExportConfig) -> ExportResult:
     engines = build_engines(out, names) if cfg.engines else "skipped (--engines not given)"
     thresholds = GateThresholds(max_accuracy_drop=cfg.max_accuracy_drop, min_agreement=cfg.min_agreement)
     report = ExportReport(encoders=results, thresholds=thresholds,
-                          host={**host_info(), "engines": engines, "seconds": round(time.monotonic() - started, 1)})
+                          host={**host_info(), "engines": engines, "seconds": round(time.monotonic() - started, 1)},
+                          detectors=detector_results)
     report_json, report_md = write_report(out / "report", report)
-    any_passed = any(r.passed for spec in updated.values() for p, r in spec.precisions.items() if p != "fp32")
+    any_passed = any(r.passed for spec in (*updated.values(), *detector_specs.values())
+                     for p, r in spec.precisions.items() if p != "fp32")
     return ExportResult(out, report_json, report_md, any_passed)

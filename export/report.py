@@ -113,6 +113,8 @@ class ExportReport:
     thresholds: GateThresholds
     host: dict[str, Any]
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    #: Per exported face detector: its detection gate per precision (see :mod:`edge_mer_export.detector`).
+    detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [e.name for e in self.encoders]
@@ -284,7 +286,8 @@ def report_json(report: ExportReport, plots: dict[str, dict[str, dict[str, str]]
             "precisions": {p: _precision_json(enc, o, plots.get(enc.name, {}).get(p, {})) for p, o in _ordered(enc)},
         }
     return _clean({"format": FORMAT, "created": report.created, "host": dict(report.host),
-                   "thresholds": to_dict(report.thresholds), "encoders": encoders})
+                   "thresholds": to_dict(report.thresholds), "encoders": encoders,
+                   "detectors": dict(report.detectors)})
 
 
 def _cell(text: object) -> str:
@@ -385,6 +388,15 @@ def report_markdown(report: ExportReport, plots: dict[str, dict[str, dict[str, s
     lines += _summary_md(report) + _thresholds_md(report.thresholds)
     for enc in report.encoders:
         lines += _encoder_md(enc, plots.get(enc.name, {}))
+    for name, det in report.detectors.items():
+        lines += [f"## Detector {_cell(name)}", "", f"{det['eval']['frames']} frames of {_cell(det['eval']['source'])}; "
+                  f"FP32 p50 {det['fp32_p50_ms']} ms.", "", "| precision | result | recall | mean IoU | extra/frame "
+                  "| p50 ms |", "|---|---|---|---|---|---|"]
+        for precision, r in det["precisions"].items():
+            m = r["metrics"]
+            lines.append(f"| {precision} | {'pass' if r['passed'] else _cell('; '.join(r['reasons']))} | "
+                         f"{m['recall']:.3f} | {m['mean_iou']:.3f} | {m['extra_per_frame']:.3f} | {r['p50_ms']} |")
+        lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

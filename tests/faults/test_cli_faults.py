@@ -54,7 +54,7 @@ BAD_CONFIGS = {
     "fusion weight inf": ("[fusion.weights]\nface = inf\n", "weights.face must be in 0..1e6"),
     "smoothing half-life": ("[fusion]\nhalf_life_s = 1e300\n", "half_life_s must be in 0..3600 s"),
     "fusion rule": ("[fusion]\nrule = \"median\"\n", "rule must be one of weighted_mean, log_linear, learned"),
-    "detector kind": ("[face.detector]\nkind = \"blaze\"\n", "kind: expected one of 'haar', 'yunet'"),
+    "detector kind": ("[face.detector]\nkind = \"blaze\"\n", "kind: expected one of 'blazeface', 'blazeface_full', 'haar', 'yunet', got 'blaze'"),
     "trt batch": ("[backend.tensorrt]\nmax_batch = 100000000\n", "max_batch <= 4096"),
 }
 
