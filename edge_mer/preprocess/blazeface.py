@@ -149,26 +149,32 @@ class Letterbox:
 
 
 class LetterboxBuffer:
-    """Fills one preallocated float32 input (RGB in [-1, 1], NHWC or NCHW) from BGR or grey frames.
+    """Letterboxes BGR or grey frames into preallocated uint8 canvases, then makes the float32 batch
+    (RGB in [-1, 1], NHWC or NCHW) in one pass.
 
-    The resized image lands in a preallocated uint8 canvas and is converted once into the float input
-    (the NCHW transpose folded into that pass), so a frame costs one resize,
-    one colour conversion and one scaling pass.
+    :meth:`fill` resizes straight into a slot's canvas (nothing else is
+    allocated); :meth:`batch` turns the filled slots into the model input:
+    for NCHW one ``cv2.dnn.blobFromImages`` call (mean, scale, BGR->RGB and
+    the transpose in one C++ pass), for NHWC one colour conversion and one
+    scaling pass into a preallocated array. The padding is 0 in the float
+    input, as MediaPipe's ``BORDER_ZERO`` pads its tensor (mid grey, not black).
     """
 
     def __init__(self, input_size: tuple[int, int], batch: int = 1, layout: str = "NHWC") -> None:
         if layout not in ("NHWC", "NCHW"):
             raise InputError(f"layout must be NHWC or NCHW, got {layout!r}")
+        if not 1 <= batch <= 256:
+            raise InputError(f"batch must be 1..256, got {batch}")
         self.input_size = input_size
         self.layout = layout
         width, height = input_size
-        shape = (batch, height, width, 3) if layout == "NHWC" else (batch, 3, height, width)
-        self.tensor = np.zeros(shape, np.float32)
-        self._canvas = np.zeros((height, width, 3), np.uint8)
+        self._canvases = [np.zeros((height, width, 3), np.uint8) for _ in range(batch)]
+        self._placed: list[tuple[int, int, int, int]] = [(0, 0, width, height)] * batch
+        self._nhwc = np.zeros((batch, height, width, 3), np.float32) if layout == "NHWC" else None
         self._rgb = np.zeros((height, width, 3), np.uint8)
 
     def fill(self, image: np.ndarray, slot: int = 0) -> Letterbox:
-        """Letterbox ``image`` (uint8 HxW or HxWx3 BGR) into batch slot ``slot``; returns where it went."""
+        """Letterbox ``image`` (uint8 HxW or HxWx3 BGR) into slot ``slot``; returns where it went."""
         if image.ndim not in (2, 3) or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
             raise InputError(f"image must be a non-empty uint8 HxW or HxWx3 array, got {image.dtype}{list(image.shape)}")
         width, height = self.input_size
@@ -176,27 +182,35 @@ class LetterboxBuffer:
         scale = min(width / iw, height / ih)
         nw, nh = max(1, min(width, int(round(iw * scale)))), max(1, min(height, int(round(ih * scale))))
         x0, y0 = (width - nw) // 2, (height - nh) // 2
-        self._canvas.fill(0)
-        target = self._canvas[y0:y0 + nh, x0:x0 + nw]
+        target = self._canvases[slot][y0:y0 + nh, x0:x0 + nw]
         # Bilinear, as MediaPipe's ImageToTensor samples (INTER_AREA would blur faces differently).
-        interpolation = cv2.INTER_LINEAR
-        if image.ndim == 2:
-            target[...] = cv2.resize(image, (nw, nh), interpolation=interpolation)[..., None]
+        if image.ndim == 2 or image.shape[2] == 1:
+            cv2.cvtColor(cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR), cv2.COLOR_GRAY2BGR, dst=target)
         else:
-            cv2.resize(image, (nw, nh), dst=target, interpolation=interpolation)
-        cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=self._rgb)
-        out = self.tensor[slot]
-        np.multiply(self._rgb if self.layout == "NHWC" else self._rgb.transpose(2, 0, 1), np.float32(2.0 / 255.0),
-                    out=out)
-        out -= np.float32(1.0)
-        # MediaPipe's BORDER_ZERO pads the float tensor with 0 (mid grey), not with black (-1).
-        image = out if self.layout == "NHWC" else out.transpose(1, 2, 0)
-        image[:y0] = 0.0
-        image[y0 + nh:] = 0.0
-        image[:, :x0] = 0.0
-        image[:, x0 + nw:] = 0.0
+            cv2.resize(image, (nw, nh), dst=target, interpolation=cv2.INTER_LINEAR)
+        self._placed[slot] = (x0, y0, nw, nh)
         # The real scale per axis after rounding: boxes map back to the frame through these.
         return Letterbox(nw / iw, nh / ih, float(x0), float(y0))
+
+    def batch(self, n: int = 1) -> np.ndarray:
+        """The model input for the first ``n`` filled slots, ``[n, 3, H, W]`` or ``[n, H, W, 3]``."""
+        if self.layout == "NCHW":
+            out = cv2.dnn.blobFromImages(self._canvases[:n], 1.0 / 127.5, None, (127.5, 127.5, 127.5),
+                                         swapRB=True, crop=False)
+            images = [out[i].transpose(1, 2, 0) for i in range(n)]
+        else:
+            out = self._nhwc[:n]
+            for i in range(n):
+                cv2.cvtColor(self._canvases[i], cv2.COLOR_BGR2RGB, dst=self._rgb)
+                np.multiply(self._rgb, np.float32(2.0 / 255.0), out=out[i])
+                out[i] -= np.float32(1.0)
+            images = list(out)
+        for image, (x0, y0, nw, nh) in zip(images, self._placed):
+            image[:y0] = 0.0
+            image[y0 + nh:] = 0.0
+            image[:, :x0] = 0.0
+            image[:, x0 + nw:] = 0.0
+        return out
 
 
 @dataclass(frozen=True)

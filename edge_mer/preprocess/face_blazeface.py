@@ -104,7 +104,7 @@ class BlazeFaceDetector(FaceDetector):
             chunk = images[start:start + step]
             buffer = self._buffer(len(chunk))
             boxes = [buffer.fill(image, slot) for slot, image in enumerate(chunk)]
-            outputs = network.infer({network.input_name: buffer.tensor})
+            outputs = network.infer({network.input_name: buffer.batch(len(chunk))})
             regressors, scores = self._outputs(outputs)
             for slot, (image, letterbox) in enumerate(zip(chunk, boxes)):
                 raw = decode(regressors[slot], scores[slot], self.anchors, self.decoding)

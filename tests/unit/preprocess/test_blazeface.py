@@ -79,8 +79,21 @@ def test_letterbox_pads_with_mid_grey_and_folds_the_nchw_transpose() -> None:
     buffer = LetterboxBuffer((128, 128), 1, "NCHW")
     box = buffer.fill(frame)
     assert (box.pad_x, box.pad_y) == (0.0, 16.0) and box.scale_x == pytest.approx(0.2)
-    assert buffer.tensor.shape == (1, 3, 128, 128)
-    assert np.all(buffer.tensor[0, :, :16] == 0.0) and np.all(buffer.tensor[0, :, 16:112] == 1.0)
+    tensor = buffer.batch(1)
+    assert tensor.shape == (1, 3, 128, 128) and tensor.dtype == np.float32
+    assert np.all(tensor[0, :, :16] == 0.0) and np.all(tensor[0, :, 16:112] == 1.0)
+    # NHWC (TFLite's layout) gives the same numbers; a grey frame is read as grey RGB; BGR becomes RGB.
+    nhwc = LetterboxBuffer((128, 128), 2, "NHWC")
+    nhwc.fill(frame, 0)
+    coloured = np.zeros((100, 100, 3), np.uint8)
+    coloured[..., 0] = 255  # blue in BGR
+    nhwc.fill(coloured, 1)
+    both = nhwc.batch(2)
+    assert np.array_equal(both[0], tensor[0].transpose(1, 2, 0))
+    assert np.allclose(both[1, 64, 64], [-1.0, -1.0, 1.0])
+    grey = LetterboxBuffer((128, 128), 1, "NCHW")
+    grey.fill(np.full((480, 640), 255, np.uint8))
+    assert np.array_equal(grey.batch(1), tensor)
     assert np.allclose(box.to_frame(np.array([[0.5, 0.5]], np.float32), (128, 128)), [[320, 240]])
 
 
