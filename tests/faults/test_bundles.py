@@ -282,6 +282,33 @@ def test_preprocessing_rates_and_windows_are_bounded(default_copy: Path, encoder
     assert message in seen and f"encoders.{encoder}.preprocessing" in seen
 
 
+@pytest.mark.parametrize("update, message", [
+    ({"num_anchors": 10 ** 9}, "num_anchors must be 1..65536"),
+    ({"num_anchors": 900}, "give 896 anchors, not num_anchors 900"),
+    ({"num_layers": 10 ** 6}, "num_layers must be 1..16"),
+    ({"strides": [8, 16]}, "strides needs num_layers (4) values"),
+    ({"input_size": [128, 10 ** 9]}, "input_size must be [width, height], each 16..1024"),
+    ({"scale": [0, 128, 128, 128]}, "scale must be 4 positive numbers"),
+    ({"min_score_thresh": 2}, "min_score_thresh must be in 0..1"),
+    ({"keypoints": ["eye"]}, "keypoints must name num_keypoints (6) points"),
+    ({"face_scale": 1e9}, "face_scale must be in 0.5..3"),
+])
+def test_detector_decoding_is_bounded(default_copy: Path, update: dict, message: str) -> None:
+    _edit(default_copy, lambda d: d["detectors"]["blazeface"]["decoding"].update(update))
+    seen = _one_line_error(BundleError, default_copy)
+    assert message in seen and "detectors.blazeface.decoding" in seen
+
+
+def test_altered_detector_weights_and_paths_out_of_the_bundle_are_refused(default_copy: Path) -> None:
+    model = default_copy / "face" / "blazeface_short_range.onnx"
+    data = bytearray(model.read_bytes())
+    data[-100] ^= 1
+    model.write_bytes(bytes(data))
+    assert "blazeface_short_range.onnx fails its integrity check" in _one_line_error(IntegrityError, default_copy)
+    _edit(default_copy, lambda d: d["detectors"]["blazeface"]["models"]["fp32"].update(path="../outside.onnx"))
+    assert "outside.onnx" in _one_line_error(BundleError, default_copy)
+
+
 # --- a bounded fuzz of manifest.json -------------------------------------------------------------
 
 _LEAVES = st.one_of(

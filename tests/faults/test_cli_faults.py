@@ -56,6 +56,10 @@ BAD_CONFIGS = {
     "fusion rule": ("[fusion]\nrule = \"median\"\n", "rule must be one of weighted_mean, log_linear, learned"),
     "detector kind": ("[face.detector]\nkind = \"blaze\"\n", "kind: expected one of 'blazeface', 'blazeface_full', 'haar', 'yunet', got 'blaze'"),
     "trt batch": ("[backend.tensorrt]\nmax_batch = 100000000\n", "max_batch <= 4096"),
+    "max faces": ("[face]\nmax_faces = 1000\n", "max_faces must be in 1..16, got 1000"),
+    "primary face": ("[face]\nprimary = \"left\"\n", "face.primary: expected one of 'largest', 'center', got 'left'"),
+    "detector precision": ("[face.detector]\nprecision = \"int4\"\n", "precision: expected auto or one of"),
+    "keep lost": ("[face.detector]\nkeep_lost = -1\n", "keep_lost must be 0..3600 frames, got -1"),
 }
 
 
