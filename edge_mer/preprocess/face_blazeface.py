@@ -25,7 +25,7 @@ import numpy as np
 from edge_mer.errors import ConfigError, InputError
 from edge_mer.preprocess.blazeface import (BlazeFaceDecoding, Letterbox, LetterboxBuffer, RawDetection, decode,
                                            ssd_anchors)
-from edge_mer.preprocess.detection import Detection, DetectorModel, FaceDetector, Region, check_frame
+from edge_mer.preprocess.detection import Detection, DetectorModel, FaceDetector, Region, check_frame, iou
 
 if TYPE_CHECKING:
     from edge_mer.preprocess.face_detect import FaceDetectorOptions
@@ -75,9 +75,15 @@ class BlazeFaceDetector(FaceDetector):
         return self.decoding.face_shift
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
-        """All faces in ``frame``: letterboxed whole into the input (``detect_width`` does not apply)."""
+        """All faces in ``frame``: letterboxed whole into the input (``detect_width`` does not apply), and
+        with ``tile_search``, when that finds none, in overlapping tiles (see FaceDetectorOptions)."""
         check_frame(frame)
         found = self._run([frame])[0]
+        if not found and self.options.tile_search:
+            # Only when the whole frame shows nothing: tiles every time find more background shapes too
+            # (measured on a validation face video: 93% of frames on the true face against 99.7%).
+            tiled = [d for faces in self.search(frame, _tiles(frame.shape), 0) for d in faces]
+            found = _merge(tiled, self.decoding.min_suppression_threshold)
         return [d for d in found if min(d.box[2], d.box[3]) >= self.options.min_size]
 
     def _detect(self, frame: np.ndarray) -> list[Detection]:
@@ -142,6 +148,24 @@ class BlazeFaceFullDetector(BlazeFaceDetector):
     kind = "blazeface_full"
     needs_model = True
     model_hint = "the dense full-range BlazeFace .onnx that `python training/blazeface.py --variant full` writes"
+
+
+def _tiles(shape: tuple[int, ...]) -> list[Region]:
+    """Six square tiles, side two thirds of the short side, overlapping by half a tile (3 x 2 on landscape)."""
+    h, w = shape[:2]
+    side = max(16, (2 * min(h, w)) // 3)
+    xs = sorted({0, (w - side) // 2, max(0, w - side)})
+    ys = sorted({0, max(0, h - side)})
+    return [Region(x, y, min(w, x + side), min(h, y + side), side // 4) for y in ys for x in xs]
+
+
+def _merge(found: list[Detection], threshold: float) -> list[Detection]:
+    """One box per face from overlapping tiles: the best-scoring one of each overlapping group."""
+    kept: list[Detection] = []
+    for d in sorted(found, key=lambda d: -d.score):
+        if all(iou(d.box, k.box) <= threshold for k in kept):
+            kept.append(d)
+    return kept
 
 
 def _shift(d: Detection, x0: int, y0: int) -> Detection:

@@ -71,6 +71,13 @@ class FaceDetectorOptions:
     keep_lost: int = 15
     #: Least IoU between a face's last box and a new detection for them to be the same face.
     match_iou: float = 0.3
+    #: Least score for a detection to start following a new face (a followed face continues with any
+    #: score above ``score_threshold``): face-like shapes in the background score lower than faces.
+    new_face_score: float = 0.6
+    #: BlazeFace only (its input is a fixed 128x128): when the whole frame shows no face, search six
+    #: overlapping tiles of two thirds of the frame's short side in one batch, so faces down to about half
+    #: the size are found (at 640x480: from ~55 px instead of ~110 px) for ~6x one detection's cost.
+    tile_search: bool = True
 
     def __post_init__(self) -> None:
         require(self.score_threshold is None or 0.0 <= self.score_threshold <= 1.0,
@@ -89,6 +96,7 @@ class FaceDetectorOptions:
         require(0.1 <= self.track_margin <= 2.0, f"track_margin must be in 0.1..2, got {self.track_margin}")
         require(0 <= self.keep_lost <= 3600, f"keep_lost must be 0..3600 frames, got {self.keep_lost}")
         require(0.0 < self.match_iou <= 1.0, f"match_iou must be in (0, 1], got {self.match_iou}")
+        require(0.0 <= self.new_face_score <= 1.0, f"new_face_score must be in 0..1, got {self.new_face_score}")
         require(self.precision in (AUTO, *PRECISIONS),
                 f"precision: expected auto or one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         require(self.kind in DETECTORS, f"kind: expected one of {', '.join(map(repr, DETECTORS))}, got {self.kind!r}")

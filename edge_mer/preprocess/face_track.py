@@ -23,9 +23,11 @@ from typing import Literal
 import numpy as np
 
 from edge_mer.config import require
-from edge_mer.preprocess.detection import Detection, FaceDetector, Region, check_frame
+from edge_mer.preprocess.detection import Detection, FaceDetector, Region, check_frame, iou
 
 log = logging.getLogger(__name__)
+
+__all__ = ["MAX_FACES", "FaceTracker", "Primary", "TrackedFace", "iou"]
 
 Primary = Literal["largest", "center"]
 #: Most faces one frame may follow (each costs a crop and an encoder row per processed frame).
@@ -52,15 +54,6 @@ class _Track:
     id: int
     detection: Detection
     lost: int = 0  # consecutive frames without a detection
-
-
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """Intersection over union of two ``(x, y, w, h)`` boxes."""
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0, x1 - x0) * max(0, y1 - y0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _near(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -169,7 +162,8 @@ class FaceTracker:
     def _add_new(self, detections: list[Detection], found: dict[int, Detection]) -> None:
         """New tracks for unmatched detections, while fewer than ``max_faces`` faces are followed."""
         room = self.max_faces - len(found)
-        for d in sorted(detections, key=lambda d: (-d.area, -d.score))[:max(0, room)]:
+        strong = [d for d in detections if d.score >= self.options.new_face_score]
+        for d in sorted(strong, key=lambda d: (-d.area, -d.score))[:max(0, room)]:
             track = _Track(self._next_id, d, lost=0)
             self._next_id += 1
             self._tracks.append(track)
