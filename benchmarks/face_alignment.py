@@ -1,6 +1,6 @@
 """Face accuracy with and without eye alignment (and per crop margin) on the project's own face video.
 
-    python benchmarks/face_alignment.py [--video /tmp/edge-mer-faces.mp4] [--every 3] [--margins 0,0.1]
+    python benchmarks/face_alignment.py [--video /tmp/edge-mer-faces.mp4] [--every 3] [--margins 0,0.1] [--detector haar]
                                         [--bundle edge_mer/assets/default_bundle] [--json out.json]
 
 The video comes from ``benchmarks/make_face_video.py``: one CK+48 face per
@@ -57,13 +57,13 @@ def frame_truth(sidecar: dict) -> list[tuple[str | None, float]]:
     return out
 
 
-def evaluate(video: Path, bundle_dir: Path, every: int, margin: float, align: bool) -> dict:
+def evaluate(video: Path, bundle_dir: Path, every: int, margin: float, align: bool, kind: str = "blazeface") -> dict:
     """Accuracy of the face path on ``video`` with one margin and alignment setting."""
     bundle = load_bundle(bundle_dir)
     spec = bundle.encoder("face")
     truth = frame_truth(json.loads(sidecar_path(video).read_text()))
     params = dataclasses.replace(spec.preprocessing, margin=margin)
-    detector = build_detector(FaceDetectorOptions(), bundle)
+    detector = build_detector(FaceDetectorOptions(kind=kind), bundle)
     pre = FacePreprocessor(params, detector, align=align)
     counts = {"all": [0, 0], "tilted": [0, 0], "missed": 0}
     with create_backend(bundle.model_ref("face")) as model:
@@ -88,7 +88,7 @@ def evaluate(video: Path, bundle_dir: Path, every: int, margin: float, align: bo
             index += 1
         cap.release()
     detector.close()
-    return {"margin": margin, "align": align, "frames_scored": counts["all"][1], "no_face": counts["missed"],
+    return {"detector": kind, "margin": margin, "align": align, "frames_scored": counts["all"][1], "no_face": counts["missed"],
             "accuracy": round(counts["all"][0] / max(1, counts["all"][1]), 4),
             "tilted_frames": counts["tilted"][1],
             "tilted_accuracy": round(counts["tilted"][0] / max(1, counts["tilted"][1]), 4)}
@@ -100,14 +100,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", type=Path, default=default_bundle_path())
     parser.add_argument("--every", type=int, default=3)
     parser.add_argument("--margins", default="0,0.1")
+    parser.add_argument("--detector", default="blazeface", help="face.detector.kind (haar has no eye keypoints)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rows = [evaluate(args.video, args.bundle, args.every, float(m), align)
+    rows = [evaluate(args.video, args.bundle, args.every, float(m), align, args.detector)
             for m in args.margins.split(",") for align in (False, True)]
     for r in rows:
-        log.info("margin %.2f align %-5s: accuracy %.3f on %d frames (%d without a face); tilted >%g deg: %.3f on %d",
-                 r["margin"], r["align"], r["accuracy"], r["frames_scored"], r["no_face"], TILTED_DEGREES,
+        log.info("%s margin %.2f align %-5s: accuracy %.3f on %d frames (%d without a face); tilted >%g deg: %.3f on %d",
+                 r["detector"], r["margin"], r["align"], r["accuracy"], r["frames_scored"], r["no_face"], TILTED_DEGREES,
                  r["tilted_accuracy"], r["tilted_frames"])
     if args.json:
         args.json.write_text(json.dumps({"video": str(args.video), "rows": rows}, indent=2) + "\n")

@@ -154,3 +154,24 @@ def test_decoded_detections_match_mediapipes_on_real_frames(shared_dir: Path) ->
         detector.close()
     assert same_count >= len(reference["frames"]) - 1
     assert len(score_gaps) >= 38 and float(np.median(score_gaps)) < 0.06
+
+
+@pytest.mark.shared
+def test_tile_search_finds_a_face_too_small_for_the_whole_frame(shared_dir: Path) -> None:
+    import cv2
+
+    face = cv2.imread(str(sorted((shared_dir / "data/face/ckplus48/happy").glob("*.png"))[0]), cv2.IMREAD_GRAYSCALE)
+    frame = np.full((480, 640, 3), 110, np.uint8)
+    frame[300:380, 420:500] = cv2.cvtColor(cv2.resize(face, (80, 80), interpolation=cv2.INTER_CUBIC),
+                                           cv2.COLOR_GRAY2BGR)
+    bundle = load_bundle(default_bundle_path())
+    whole = build_detector(FaceDetectorOptions(tile_search=False), bundle)
+    tiled = build_detector(FaceDetectorOptions(), bundle)
+    try:
+        assert whole.detect(frame) == []
+        (found,) = tiled.detect(frame)
+        x, y, w, h = found.box
+        assert 400 <= x + w / 2 <= 520 and 290 <= y + h / 2 <= 390 and 40 <= w <= 110
+    finally:
+        whole.close()
+        tiled.close()
