@@ -95,6 +95,8 @@ class FaceDetector(abc.ABC):
     model_hint: ClassVar[str] = ""
     #: Whether the detector runs a network that must be loaded on a backend (a :class:`DetectorModel`).
     needs_network: ClassVar[bool] = False
+    #: ``FaceDetectorOptions.detect_every`` when the options leave it 0.
+    detect_every: ClassVar[int] = 1
 
     def __init__(self, options: FaceDetectorOptions, network: DetectorModel | None = None) -> None:
         self.options = options

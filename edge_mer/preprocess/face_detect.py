@@ -67,6 +67,10 @@ class FaceDetectorOptions:
     redetect_every: int = 30
     track_face_px: int = 0
     track_margin: float = 0.5
+    #: Run the detector on a followed face every this many frames and follow it by template matching in
+    #: between (:mod:`edge_mer.preprocess.face_follow`); 0: the detector's own (BlazeFace 3, Haar and YuNet
+    #: 1, whose region search is already cheap).
+    detect_every: int = 0
     #: Frames a face that is not found keeps its id, so it is re-identified when it reappears nearby.
     keep_lost: int = 15
     #: Least IoU between a face's last box and a new detection for them to be the same face.
@@ -74,10 +78,11 @@ class FaceDetectorOptions:
     #: Least score for a detection to start following a new face (a followed face continues with any
     #: score above ``score_threshold``): face-like shapes in the background score lower than faces.
     new_face_score: float = 0.6
-    #: BlazeFace only (its input is a fixed 128x128): when the whole frame shows no face, search six
-    #: overlapping tiles of two thirds of the frame's short side in one batch, so faces down to about half
-    #: the size are found (at 640x480: from ~55 px instead of ~110 px) for ~6x one detection's cost.
-    tile_search: bool = True
+    #: BlazeFace only (its input is a fixed 128x128): on every ``tile_every``-th whole-frame pass in a row
+    #: that shows no face, also search six overlapping tiles of two thirds of the frame's short side in one
+    #: batch, so faces down to about half the size are found (at 640x480: from ~55 px instead of ~110 px),
+    #: for ~6x one detection's cost; 0 never does.
+    tile_every: int = 3
 
     def __post_init__(self) -> None:
         require(self.score_threshold is None or 0.0 <= self.score_threshold <= 1.0,
@@ -94,6 +99,8 @@ class FaceDetectorOptions:
                 f"track_face_px must be 0 (the detector's own) or >= min_size ({self.min_size}), "
                 f"got {self.track_face_px}")
         require(0.1 <= self.track_margin <= 2.0, f"track_margin must be in 0.1..2, got {self.track_margin}")
+        require(0 <= self.tile_every <= 1000, f"tile_every must be 0..1000, got {self.tile_every}")
+        require(0 <= self.detect_every <= 30, f"detect_every must be 0..30 frames, got {self.detect_every}")
         require(0 <= self.keep_lost <= 3600, f"keep_lost must be 0..3600 frames, got {self.keep_lost}")
         require(0.0 < self.match_iou <= 1.0, f"match_iou must be in (0, 1], got {self.match_iou}")
         require(0.0 <= self.new_face_score <= 1.0, f"new_face_score must be in 0..1, got {self.new_face_score}")

@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_mer.config import require
 from edge_mer.preprocess.detection import Detection, FaceDetector, Region, check_frame, iou
+from edge_mer.preprocess.face_follow import Template, capture, follow
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class _Track:
     id: int
     detection: Detection
     lost: int = 0  # consecutive frames without a detection
+    followed: int = 0  # consecutive frames found by template matching since the detector last saw it
+    template: Template | None = None
 
 
 def _near(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -80,12 +83,14 @@ class FaceTracker:
         self.primary = primary
         # Never below min_size: a region search that cannot find the face would only add cost.
         self.face_px = max(self.options.track_face_px or detector.track_face_px, self.options.min_size)
+        self.detect_every = self.options.detect_every or detector.detect_every
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._since_full = 0
         self._primary_id: int | None = None
         self.full_detections = 0
         self.region_searches = 0
+        self.template_matches = 0
 
     def reset(self) -> None:
         """Forget every face (e.g. after a gap in the frames); ids keep counting up."""
@@ -113,12 +118,18 @@ class FaceTracker:
         full = not self.options.track or not active or self._since_full >= self.options.redetect_every
         found: dict[int, Detection] = {}
         searched: set[int] = set()
+        by_network: set[int] = set()
         if not full:
             self._since_full += 1
-            found = self._search(frame, active)
-            searched = {t.id for t in active}
-            # A face left its region, or a lost one may be back: look in the whole frame, this frame.
-            full = len(found) < len(active) or len(active) < len(self._tracks)
+            found = self._follow(frame, active)
+            due = [t for t in active if t.id not in found]
+            found.update(self._search(frame, due))
+            searched = {t.id for t in due}
+            by_network = set(searched) & set(found)
+            # A face left its region: look in the whole frame, this frame. While a lost face's id is kept,
+            # look for it every detect_every frames (it may be back).
+            lost_due = len(active) < len(self._tracks) and self._since_full >= self.detect_every
+            full = len(found) < len(active) or lost_due
         if full:
             self.full_detections += 1
             self._since_full = 0
@@ -127,11 +138,18 @@ class FaceTracker:
             matched, unmatched = self._associate(fresh, skip=set(found))
             found.update(matched)
             retry = [t for t in active if t.id not in found and t.id not in searched] if self.options.track else []
-            found.update(self._search(frame, retry))  # small faces the whole-frame pass can miss
+            retried = self._search(frame, retry)  # small faces the whole-frame pass can miss
+            found.update(retried)
+            known = {t.id for t in self._tracks}
             self._add_new(unmatched, found)
+            by_network |= set(matched) | set(retried) | ({t.id for t in self._tracks} - known)
         for t in self._tracks:
             if t.id in found:
                 t.detection, t.lost = found[t.id], 0
+                if t.id in by_network:  # a fresh detection: a fresh template
+                    t.followed, t.template = 0, capture(frame, t.detection.box) if self.detect_every > 1 else None
+                else:
+                    t.followed += 1
             else:
                 t.lost += 1
         self._tracks = [t for t in self._tracks if t.lost <= self.options.keep_lost]
@@ -170,6 +188,18 @@ class FaceTracker:
             found[track.id] = d
         while len(self._tracks) > MAX_FACES * 2:  # bound the lost faces kept too
             self._tracks.remove(max((t for t in self._tracks if t.lost > 0), key=lambda t: t.lost))
+
+    def _follow(self, frame: np.ndarray, tracks: list[_Track]) -> dict[int, Detection]:
+        """Faces found again by template matching: those the detector saw fewer than ``detect_every - 1``
+        frames ago (see :mod:`edge_mer.preprocess.face_follow`)."""
+        out = {}
+        for t in tracks:
+            if t.template is not None and t.followed + 1 < self.detect_every:
+                self.template_matches += 1
+                moved = follow(frame, t.template, t.detection)
+                if moved is not None:
+                    out[t.id] = moved
+        return out
 
     def _search(self, frame: np.ndarray, tracks: list[_Track]) -> dict[int, Detection]:
         """Each track's face searched near its last box (one batch); id -> the detection that fits best."""

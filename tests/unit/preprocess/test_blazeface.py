@@ -165,7 +165,7 @@ def test_tile_search_finds_a_face_too_small_for_the_whole_frame(shared_dir: Path
     frame[300:380, 420:500] = cv2.cvtColor(cv2.resize(face, (80, 80), interpolation=cv2.INTER_CUBIC),
                                            cv2.COLOR_GRAY2BGR)
     bundle = load_bundle(default_bundle_path())
-    whole = build_detector(FaceDetectorOptions(tile_search=False), bundle)
+    whole = build_detector(FaceDetectorOptions(tile_every=0), bundle)
     tiled = build_detector(FaceDetectorOptions(), bundle)
     try:
         assert whole.detect(frame) == []
