@@ -57,7 +57,7 @@ def detector_feeds(frames: Sequence[np.ndarray], input_name: str, decoding: Blaz
     feeds = []
     for frame in frames:
         buffer.fill(frame)
-        feeds.append({input_name: buffer.batch(1)})
+        feeds.append({input_name: buffer.batch(1).copy()})  # NHWC batches reuse one array
     return feeds
 
 

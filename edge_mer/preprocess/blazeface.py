@@ -195,17 +195,22 @@ class LetterboxBuffer:
     def batch(self, n: int = 1) -> np.ndarray:
         """The model input for the first ``n`` filled slots, ``[n, 3, H, W]`` or ``[n, H, W, 3]``."""
         if self.layout == "NCHW":
-            out = cv2.dnn.blobFromImages(self._canvases[:n], 1.0 / 127.5, None, (127.5, 127.5, 127.5),
-                                         swapRB=True, crop=False)
-            images = [out[i].transpose(1, 2, 0) for i in range(n)]
-        else:
-            out = self._nhwc[:n]
-            for i in range(n):
-                cv2.cvtColor(self._canvases[i], cv2.COLOR_BGR2RGB, dst=self._rgb)
-                np.multiply(self._rgb, np.float32(2.0 / 255.0), out=out[i])
-                out[i] -= np.float32(1.0)
-            images = list(out)
-        for image, (x0, y0, nw, nh) in zip(images, self._placed):
+            args = (1.0 / 127.5, None, (127.5, 127.5, 127.5), True, False)  # scale, size, mean, swapRB, crop
+            out = (cv2.dnn.blobFromImage(self._canvases[0], *args) if n == 1
+                   else cv2.dnn.blobFromImages(self._canvases[:n], *args))
+            for i, (x0, y0, nw, nh) in enumerate(self._placed[:n]):
+                image = out[i]  # [3, H, W]: pads are contiguous rows, and column blocks
+                image[:, :y0] = 0.0
+                image[:, y0 + nh:] = 0.0
+                image[:, :, :x0] = 0.0
+                image[:, :, x0 + nw:] = 0.0
+            return out
+        out = self._nhwc[:n]
+        for i, (x0, y0, nw, nh) in enumerate(self._placed[:n]):
+            cv2.cvtColor(self._canvases[i], cv2.COLOR_BGR2RGB, dst=self._rgb)
+            np.multiply(self._rgb, np.float32(2.0 / 255.0), out=out[i])
+            out[i] -= np.float32(1.0)
+            image = out[i]
             image[:y0] = 0.0
             image[y0 + nh:] = 0.0
             image[:, :x0] = 0.0
