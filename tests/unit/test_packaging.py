@@ -53,6 +53,7 @@ def test_deploy_example_configuration_is_valid() -> None:
     config = from_dict(RunConfig, read_toml(ROOT / "deploy" / "jetson.toml"))
     assert config.eeg.board.board == "CYTON_BOARD" and config.face.camera.api == "gstreamer"
     assert "nvarguscamerasrc" in config.face.camera.device
+    assert config.face.detector.kind == "blazeface" and config.face.max_faces == 4
 
 
 def test_the_run_command_never_imports_the_host_tools() -> None:
