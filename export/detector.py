@@ -161,3 +161,18 @@ def export_detector(cfg: ExportConfig, bundle: Bundle, name: str, out: Path, wor
     results["thresholds"] = dataclasses.asdict(gate)
     updated = with_precisions(out, spec, files, reports)  # type: ignore[arg-type]
     return updated, results  # type: ignore[return-value]
+
+
+def detector_markdown(name: str, det: dict[str, Any]) -> list[str]:
+    """The export report's section for one detector (``det`` as :func:`export_detector` returns it)."""
+    def cell(text: object) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"## Detector {cell(name)}", "", f"{det['eval']['frames']} frames of {cell(det['eval']['source'])}; "
+             f"FP32 p50 {det['fp32_p50_ms']} ms.", "",
+             "| precision | result | recall | mean IoU | extra/frame | p50 ms |", "|---|---|---|---|---|---|"]
+    for precision, r in det["precisions"].items():
+        m = r["metrics"]
+        lines.append(f"| {precision} | {'pass' if r['passed'] else cell('; '.join(r['reasons']))} | "
+                     f"{m['recall']:.3f} | {m['mean_iou']:.3f} | {m['extra_per_frame']:.3f} | {r['p50_ms']} |")
+    return lines + [""]

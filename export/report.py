@@ -27,6 +27,7 @@ import numpy as np
 
 from edge_mer.names import PRECISIONS
 from edge_mer.config import require, to_dict
+from edge_mer_export.detector import detector_markdown
 from edge_mer_export.gate import GateResult, GateThresholds
 
 log = logging.getLogger(__name__)
@@ -389,14 +390,7 @@ def report_markdown(report: ExportReport, plots: dict[str, dict[str, dict[str, s
     for enc in report.encoders:
         lines += _encoder_md(enc, plots.get(enc.name, {}))
     for name, det in report.detectors.items():
-        lines += [f"## Detector {_cell(name)}", "", f"{det['eval']['frames']} frames of {_cell(det['eval']['source'])}; "
-                  f"FP32 p50 {det['fp32_p50_ms']} ms.", "", "| precision | result | recall | mean IoU | extra/frame "
-                  "| p50 ms |", "|---|---|---|---|---|---|"]
-        for precision, r in det["precisions"].items():
-            m = r["metrics"]
-            lines.append(f"| {precision} | {'pass' if r['passed'] else _cell('; '.join(r['reasons']))} | "
-                         f"{m['recall']:.3f} | {m['mean_iou']:.3f} | {m['extra_per_frame']:.3f} | {r['p50_ms']} |")
-        lines.append("")
+        lines += detector_markdown(name, det)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -154,4 +154,5 @@ def _variant_result(v: _Variant, frames: int) -> dict[str, Any]:
                          "redetect_every": d.redetect_every,
                          "model": pre_network(v.preprocessor)},
             "full_detections": v.preprocessor.tracker.full_detections,
-            "region_searches": v.preprocessor.tracker.region_searches}
+            "region_searches": v.preprocessor.tracker.region_searches,
+            "template_matches": v.preprocessor.tracker.template_matches}

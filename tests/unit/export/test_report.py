@@ -56,7 +56,7 @@ def test_json_round_trip(written: tuple[Path, Path]) -> None:
     json_path, _ = written
     assert json_path.name == "export_report.json"
     data = json.loads(json_path.read_text())
-    assert set(data) == {"format", "created", "host", "thresholds", "encoders"}
+    assert set(data) == {"format", "created", "host", "thresholds", "encoders", "detectors"} and data["detectors"] == {}
     assert data["thresholds"] == {"max_accuracy_drop": 1.0, "min_agreement": 0.97, "max_kl": 0.05,
                                   "max_abs_diff": None, "min_ccc": None}
     assert data["host"]["platform"] == "test-host"
