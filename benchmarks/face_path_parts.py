@@ -22,13 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
 import make_multiface_video as multiface  # noqa: E402
+from blazeface import letterbox  # noqa: E402  - training/blazeface.py, the conversion recipe
 
 from edge_mer.backends.options import BackendOptions, OrtOptions  # noqa: E402
 from edge_mer.backends.registry import create_backend  # noqa: E402
@@ -44,15 +45,8 @@ ONE_THREAD = BackendOptions(name="onnxruntime", onnxruntime=OrtOptions(intra_op_
 
 
 def naive_letterbox(bgr: np.ndarray, size: int = 128) -> np.ndarray:
-    """The detector input the obvious way: every step allocates."""
-    h, w = bgr.shape[:2]
-    scale = size / max(h, w)
-    nw, nh = round(w * scale), round(h * scale)
-    canvas = np.zeros((size, size, 3), np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    canvas[top:top + nh, left:left + nw] = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]
+    """The detector input the obvious way (the recipe's own letterbox, every step allocating), as NCHW."""
+    return np.ascontiguousarray(letterbox(bgr, size).transpose(2, 0, 1))[None]
 
 
 def _median_ms(fn, items, repeat: int) -> float:

@@ -9,7 +9,7 @@ fitted to exactly what the detector sees on the device.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,3 @@ def detector_feeds(frames: Sequence[np.ndarray], input_name: str, decoding: Blaz
         feeds.append({input_name: buffer.batch(1).copy()})  # NHWC batches reuse one array
     return feeds
 
-
-def iter_feeds(feeds: Sequence[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
-    """The feeds again, as the plain iterable calibrators take."""
-    yield from feeds

@@ -267,24 +267,14 @@ def _check_model(bundle: Bundle, entry: FileEntry, verify_hashes: bool) -> Any:
 
 
 def _check_files(bundle: Bundle, verify_hashes: bool) -> None:
-    for name, enc in bundle.manifest.encoders.items():
-        for precision, entry in enc.models.items():
+    m = bundle.manifest
+    parts = [(f"encoder {name}", enc) for name, enc in m.encoders.items()]
+    parts += [(f"detector {name}", det) for name, det in m.detectors.items()]
+    parts += [("fusion head", m.fusion.head)] if m.fusion.head is not None else []
+    for what, spec in parts:
+        for precision, entry in spec.models.items():
             model = _check_model(bundle, entry, verify_hashes)
             inputs, outputs = _onnx_signature(model, bundle.path(entry))
-            where = f"encoder {name} ({precision}, {entry.path})"
-            _check_tensors(where, enc.inputs, inputs)
-            _check_tensors(where, enc.outputs, outputs)
-    for name, det in bundle.manifest.detectors.items():
-        for precision, entry in det.models.items():
-            model = _check_model(bundle, entry, verify_hashes)
-            inputs, outputs = _onnx_signature(model, bundle.path(entry))
-            where = f"detector {name} ({precision}, {entry.path})"
-            _check_tensors(where, det.inputs, inputs)
-            _check_tensors(where, det.outputs, outputs)
-    head = bundle.manifest.fusion.head
-    if head is not None:
-        for precision, entry in head.models.items():
-            model = _check_model(bundle, entry, verify_hashes)
-            inputs, outputs = _onnx_signature(model, bundle.path(entry))
-            _check_tensors(f"fusion head ({precision}, {entry.path})", head.inputs, inputs)
-            _check_tensors(f"fusion head ({precision}, {entry.path})", head.outputs, outputs)
+            where = f"{what} ({precision}, {entry.path})"
+            _check_tensors(where, spec.inputs, inputs)
+            _check_tensors(where, spec.outputs, outputs)

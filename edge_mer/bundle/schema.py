@@ -170,7 +170,9 @@ class PrecisionReport:
                 f"cpu_latency_ms must be a finite number >= 0 or absent, got {self.cpu_latency_ms}")
 
 
-def _check_precisions(models: dict[str, FileEntry], reports: dict[str, PrecisionReport]) -> None:
+def _check_precisions(models: dict[str, FileEntry], reports: dict[str, PrecisionReport],
+                      what: str = "models") -> None:
+    require("fp32" in models, f"{what} needs an fp32 entry (other precisions are optional)")
     for precision, report in reports.items():
         require(precision in PRECISIONS, f"precisions.{precision}: must be one of {', '.join(PRECISIONS)}")
         require(report.passed == (precision in models),
@@ -196,7 +198,6 @@ class EncoderSpec:
     precisions: dict[str, PrecisionReport] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        require("fp32" in self.models, "models needs an fp32 entry (other precisions are optional)")
         _check_precisions(self.models, self.precisions)
         expected = _PARAMS_BY_MODALITY[self.modality]
         require(isinstance(self.preprocessing, expected),
@@ -237,7 +238,6 @@ class DetectorSpec:
     precisions: dict[str, PrecisionReport] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        require("fp32" in self.models, "models needs an fp32 entry (other precisions are optional)")
         _check_precisions(self.models, self.precisions)
         require(len(self.inputs) == 1, f"a detector has one image input, got {len(self.inputs)}")
         require(len(self.outputs) >= 2, f"a detector has box and score outputs, got {len(self.outputs)}")
@@ -268,8 +268,7 @@ class FusionHead:
     precisions: dict[str, PrecisionReport] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        require("fp32" in self.models, "fusion head models needs an fp32 entry")
-        _check_precisions(self.models, self.precisions)
+        _check_precisions(self.models, self.precisions, "fusion head models")
 
 
 @dataclass(frozen=True)
