@@ -182,6 +182,38 @@ def _check_precisions(models: dict[str, FileEntry], reports: dict[str, Precision
         require(precision in PRECISIONS, f"models.{precision}: precision must be one of {', '.join(PRECISIONS)}")
 
 
+#: Bounds on a fitted temperature: outside them a model is broken, not mis-calibrated.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 100.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling fitted on held-out outputs; the runtime applies ``softmax(log p / temperature)``.
+
+    ``ece_before``/``ece_after`` are the expected calibration error (15 bins)
+    on ``dataset``/``split`` without and with the temperature; ``n`` is the
+    number of held-out samples it was fitted on.
+    """
+
+    temperature: float
+    dataset: str
+    split: str
+    n: int
+    ece_before: float
+    ece_after: float
+    mean_confidence: float | None = None
+    accuracy: float | None = None
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        require(MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
+                f"calibration temperature must be in {MIN_TEMPERATURE}..{MAX_TEMPERATURE:g}, got {self.temperature}")
+        require(1 <= self.n <= 1 << 31, f"calibration n must be in 1..2^31, got {self.n}")
+        for name in ("ece_before", "ece_after", "mean_confidence", "accuracy"):
+            value = getattr(self, name)
+            require(value is None or 0.0 <= value <= 1.0, f"calibration {name} must be in 0..1, got {value}")
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """One modality encoder: files per precision, tensors, preprocessing, labels, provenance."""
@@ -196,6 +228,8 @@ class EncoderSpec:
     metrics: tuple[Metric, ...] = ()
     description: str = ""
     precisions: dict[str, PrecisionReport] = field(default_factory=dict)
+    #: Temperature scaling of the class output, applied by the runtime before the label mapping.
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         _check_precisions(self.models, self.precisions)

@@ -18,7 +18,7 @@ from edge_mer.bundle.loader import Bundle
 from edge_mer.bundle.schema import EncoderSpec
 from edge_mer.errors import BackendError
 from edge_mer.names import Modality, ReasonCode
-from edge_mer.numeric import softmax
+from edge_mer.numeric import softmax, temperature_scale
 from edge_mer.pipeline.buffers import FrameBuffer, SampleBuffer
 from edge_mer.pipeline.config import RunConfig
 from edge_mer.preprocess.base import Invalid
@@ -103,7 +103,8 @@ class ModalityRunner:
             # A model that emits NaN/Inf or no probability mass: this window is invalid, not the daemon.
             raise BackendError(f"encoder {self.name!r}: output {self._output.name!r} is not a probability "
                                "distribution (NaN, Inf, negative or all zero)")
-        return probs
+        calibration = self.spec.calibration
+        return probs if calibration is None else temperature_scale(probs, calibration.temperature)
 
     def run(self, now_ns: int) -> ModalityResult:
         """One result for the tick at ``now_ns`` (daemon clock)."""
