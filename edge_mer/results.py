@@ -116,7 +116,13 @@ class ModalityResult:
 @dataclass(frozen=True)
 class Decision:
     """One fused estimate: ``t`` (seconds, daemon or session clock), the label, probabilities,
-    valence/arousal, each modality's result, and how long the tick took."""
+    valence/arousal, each modality's result, and how long the tick took.
+
+    ``fusion_weights`` is ``{encoder: share}`` of this tick's fusion (before
+    smoothing; shares of the contributing encoders sum to 1, 0 for one left
+    out), from rules whose weights change per tick (``reliability``); empty
+    otherwise, and then the JSON has no ``fusion_weights`` key.
+    """
 
     t: float
     label: str
@@ -127,6 +133,7 @@ class Decision:
     latency_ms: float
     #: Every tracked face's evidence (empty without a face modality or with no face in view).
     faces: tuple[FaceResult, ...] = ()
+    fusion_weights: dict[str, float] = field(default_factory=dict)
 
     def result(self, modality: str) -> ModalityResult | None:
         """This decision's result for ``modality``, or None when it has none."""
@@ -138,7 +145,7 @@ class Decision:
 
     def to_json(self) -> dict[str, Any]:
         """The decision format: the JSON object of one line of the JSON lines output."""
-        return {
+        data: dict[str, Any] = {
             "t": round(self.t, 6),
             "label": self.label,
             "probs": {k: round(v, 6) for k, v in self.probs.items()},
@@ -148,6 +155,9 @@ class Decision:
             "latency_ms": round(self.latency_ms, 3),
             "faces": [f.to_json() for f in self.faces],
         }
+        if self.fusion_weights:  # only rules with per-tick weights: other decisions keep their exact format
+            data["fusion_weights"] = {k: round(v, 6) for k, v in self.fusion_weights.items()}
+        return data
 
     @functools.cached_property
     def json_text(self) -> str:
@@ -162,8 +172,10 @@ class Decision:
         try:
             modalities = tuple(ModalityResult.from_json(m, r) for m, r in data["modalities"].items())
             faces = tuple(FaceResult.from_json(f) for f in data.get("faces", ()))
+            weights = {str(k): float(v) for k, v in data.get("fusion_weights", {}).items()}
             return cls(float(data["t"]), str(data["label"]), {str(k): float(v) for k, v in data["probs"].items()},
-                       float(data["valence"]), float(data["arousal"]), modalities, float(data["latency_ms"]), faces)
+                       float(data["valence"]), float(data["arousal"]), modalities, float(data["latency_ms"]), faces,
+                       weights)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"not a decision in the decision format (key or value {exc})") from None
 

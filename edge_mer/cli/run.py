@@ -16,12 +16,15 @@ from edge_mer.backends.registry import BACKENDS
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.cli.flags import Flag, add_flags, config_from_flags
 from edge_mer.fusion.registry import RULE_NAMES
+from edge_mer.fusion.reliability import CONFIDENCE_MEASURES, ReliabilityOptions
 from edge_mer.names import AUTO, PRECISIONS
 from edge_mer.pipeline.config import RunConfig
 from edge_mer.pipeline.session_run import build_daemon
 from edge_mer.preprocess.face_detect import DETECTORS
 
 log = logging.getLogger(__name__)
+
+_RELIABILITY = ReliabilityOptions()  # its defaults, shown in the help
 
 FLAGS: tuple[Flag, ...] = (
     ("--rate-hz", "rate_hz", float, "decisions per second (default 2)"),
@@ -57,6 +60,17 @@ FLAGS: tuple[Flag, ...] = (
     ("--board", "eeg.board.board", str, "BrainFlow board name or id (default SYNTHETIC_BOARD)"),
     ("--serial-port", "eeg.board.serial_port", str, "BrainFlow serial port (e.g. /dev/ttyUSB0 for a Cyton)"),
     ("--fusion-rule", "fusion.rule", str, f"one of {', '.join(RULE_NAMES)}"),
+    ("--reliability-confidence", "fusion.reliability.confidence", str,
+     f"reliability rule: {' or '.join(CONFIDENCE_MEASURES)} (default {_RELIABILITY.confidence})"),
+    ("--reliability-min-confidence", "fusion.reliability.min_confidence", float,
+     f"reliability rule: a modality less confident is uninformative (default {_RELIABILITY.min_confidence:g})"),
+    ("--reliability-uninformative-factor", "fusion.reliability.uninformative_factor", float,
+     f"reliability rule: an uninformative modality's weight factor (default {_RELIABILITY.uninformative_factor:g})"),
+    ("--reliability-max-disagreement", "fusion.reliability.max_disagreement", float,
+     f"reliability rule: JS bits from the others' consensus beyond which a modality contradicts "
+     f"(default {_RELIABILITY.max_disagreement:g})"),
+    ("--reliability-contradiction-factor", "fusion.reliability.contradiction_factor", float,
+     f"reliability rule: a contradicting modality's weight factor (default {_RELIABILITY.contradiction_factor:g})"),
 )
 
 

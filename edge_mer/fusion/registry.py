@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from edge_mer.errors import ConfigError
 from edge_mer.fusion.base import FusionContext, FusionRule
 from edge_mer.fusion.learned import LearnedHead
+from edge_mer.fusion.reliability import ReliabilityRule
 from edge_mer.fusion.rules import LogLinear, WeightedMean
 from edge_mer.names import AUTO
 
@@ -22,6 +23,7 @@ RULES: dict[str, type[FusionRule]] = {
     WeightedMean.name: WeightedMean,
     LogLinear.name: LogLinear,
     LearnedHead.name: LearnedHead,
+    ReliabilityRule.name: ReliabilityRule,
 }
 RULE_NAMES: tuple[str, ...] = tuple(RULES)
 

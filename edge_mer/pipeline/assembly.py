@@ -63,7 +63,8 @@ def build_fusion(config: RunConfig, bundle: Bundle, encoders: list[str]) -> tupl
     if resolved and not any(w > 0 for w in resolved.values()):
         raise ConfigError(f"fusion weights give every encoder of this run ({', '.join(encoders)}) weight 0, so no "
                           "decision could use any evidence; expected at least one weight > 0")
-    rule = create_rule(rule_name, bundle=bundle, precision=config.precision, backend_options=config.backend)
+    rule = create_rule(rule_name, bundle=bundle, precision=config.precision, backend_options=config.backend,
+                       **config.fusion.rule_options(rule_name))
     half_life = spec.smoothing_half_life_s if config.fusion.half_life_s is None else config.fusion.half_life_s
     return rule, resolved, EmaSmoother(half_life)
 

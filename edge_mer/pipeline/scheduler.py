@@ -12,6 +12,7 @@ from edge_mer.bundle.schema import AffectSpace
 from edge_mer.errors import EdgeMerError
 from edge_mer.fusion.affect import valence_arousal
 from edge_mer.fusion.base import FusionRule
+from edge_mer.fusion.reliability import ReportsWeights
 from edge_mer.fusion.smoothing import EmaSmoother
 from edge_mer.names import NO_EVIDENCE, ReasonCode
 from edge_mer.pipeline.runners import ModalityRunner
@@ -107,6 +108,8 @@ class Scheduler:
                     for m, e in self.failures.items()]
         with self.timings.time("fusion"):
             fused = self._fuse(results)
+            # A rule whose weights change per tick says what each encoder weighed (the decision's fusion_weights).
+            fusion_weights = dict(self.rule.last_weights) if fused and isinstance(self.rule, ReportsWeights) else {}
             probs = self.smoother.update(fused, t)
             label = None
             if probs is None:
@@ -122,7 +125,7 @@ class Scheduler:
         latency_ms = (time.perf_counter() - started) * 1e3
         self.timings.add("tick", latency_ms)
         return Decision(t, label or max(probs, key=probs.get), probs, valence, arousal, tuple(results), latency_ms,
-                        faces)
+                        faces, fusion_weights)
 
     def _faces(self, results: Sequence[ModalityResult]) -> tuple[FaceResult, ...]:
         """Every tracked face of this tick, each valid one with its own valence/arousal."""
