@@ -9,6 +9,7 @@ never seen in training.
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shutil
@@ -49,15 +50,18 @@ class SessionRates:
 
 
 def _video(path: Path, ckplus: Path, labels: Sequence[str], seconds: float, fps: int,
-           size: tuple[int, int]) -> None:
+           size: tuple[int, int], offset: int = 0) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     side = size[1] * 2 // 3  # the face fills two thirds of the height, centred
     x0, y0 = (size[0] - side) // 2, (size[1] - side) // 2
+    seen: dict[str, int] = {}
     try:
         for label in labels:
             images = sorted((ckplus / CKPLUS_FOLDERS[label]).glob("*.png"))
+            start = offset * 7 + seen.get(label, 0)  # another session, or a repeated label: other faces
+            seen[label] = seen.get(label, 0) + int(seconds)
             for i in range(int(seconds * fps)):
-                face = cv2.imread(str(images[(i // fps) % len(images)]), cv2.IMREAD_GRAYSCALE)
+                face = cv2.imread(str(images[(start + i // fps) % len(images)]), cv2.IMREAD_GRAYSCALE)
                 frame = np.full((size[1], size[0], 3), 96, np.uint8)
                 big = cv2.cvtColor(cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2BGR)
                 frame[y0:y0 + side, x0:x0 + side] = big
@@ -77,14 +81,25 @@ def _resampled(data: np.ndarray, rate: int, target: int | None) -> tuple[np.ndar
     return resample_poly(data, target // g, int(rate) // g, axis=0), target
 
 
-def _audio(path: Path, emodb: Path, speaker: str, labels: Sequence[str], seconds: float,
+def speech_clips(speech: Path, speaker: str, label: str) -> list[Path]:
+    """The clips of ``label`` by ``speaker``: an EMO-DB speaker (``08``) or an English one (``ravdess_05``, ``tess_YAF``)."""
+    if speaker.isdigit():
+        if label not in EMODB_LETTERS:
+            return []
+        return sorted(p for p in (speech / "emodb").glob(f"{speaker}*.wav") if p.name[5] == EMODB_LETTERS[label])
+    with (speech / "english" / "index.csv").open(newline="", encoding="utf-8") as handle:
+        return [speech / "english" / row["path"] for row in csv.DictReader(handle)
+                if row["speaker"] == speaker and row["label"] == label]
+
+
+def _audio(path: Path, speech: Path, speaker: str, labels: Sequence[str], seconds: float,
            target_rate: int | None) -> None:
-    pieces, rate = [], None
+    pieces, rate, seen = [], None, {}
     for label in labels:
-        clips = sorted(p for p in emodb.glob(f"{speaker}*.wav") if p.name[5] == EMODB_LETTERS[label])
+        clips = speech_clips(speech, speaker, label)
         if not clips:
-            raise InputError(f"EMO-DB has no {label} clip of speaker {speaker}")
-        need, got, i = None, 0, 0
+            raise InputError(f"speaker {speaker} has no {label} clip")
+        need, got, i = None, 0, seen.get(label, 0)
         while need is None or got < need:
             data, rate = soundfile.read(str(clips[i % len(clips)]), dtype="float32")
             need = int(seconds * rate)
@@ -92,6 +107,7 @@ def _audio(path: Path, emodb: Path, speaker: str, labels: Sequence[str], seconds
             pieces.append(take)
             got += len(take)
             i += 1
+        seen[label] = i
     data, rate = _resampled(np.concatenate(pieces), rate, target_rate)
     soundfile.write(str(path), np.clip(data, -1.0, 1.0), rate, subtype="PCM_16")
 
@@ -101,8 +117,11 @@ def _eeg(path: Path, gu: Path, subject: str, labels: Sequence[str], seconds: flo
 
     n = int(seconds * GU_RATE)
     rows = []
-    for label in labels:
-        matrix = loadmat(str(gu / f"{subject}t1{GU_LETTERS[label]}.mat"))["normalizedMatrix"]
+    for k, label in enumerate(labels):
+        # GU has only happy, sad and fear: another label's segment gets trial 2 of one of them in turn
+        # (the person felt something the EEG head cannot name), so the EEG stays aligned with the labels.
+        name = f"{subject}t1{GU_LETTERS[label]}" if label in GU_LETTERS else f"{subject}t2{'HSF'[k % 3]}"
+        matrix = loadmat(str(gu / f"{name}.mat"))["normalizedMatrix"]
         if matrix.shape[0] < n:
             raise InputError(f"{subject} {label}: {matrix.shape[0]} samples, segment needs {n}")
         rows.append(matrix[:n])
@@ -115,22 +134,25 @@ def _eeg(path: Path, gu: Path, subject: str, labels: Sequence[str], seconds: flo
 
 def build_session(shared: Path, out: Path, labels: Sequence[str] = ("happy", "sad", "fear"),
                   seconds: float = 8.0, speaker: str = "08", subject: str = "sub1",
-                  rates: SessionRates = SessionRates()) -> Path:
+                  rates: SessionRates = SessionRates(), face_offset: int = 0) -> Path:
     """Write a labelled session of ``len(labels)`` segments of ``seconds`` each into ``out``.
 
+    ``speaker`` is an EMO-DB speaker (``08``) or an English one from
+    ``speech/english/index.csv`` (``ravdess_05``, ``tess_YAF``). A label GU
+    has no EEG for gets another emotion's recording (see ``_eeg``).
     ``rates`` sets the video's fps and size and resamples audio and EEG (the
-    benchmark session: 30 fps 640x480, 16 kHz, 250 Hz like a Cyton board).
+    benchmark session: 30 fps 640x480, 16 kHz, 250 Hz like a Cyton board);
+    ``face_offset`` starts each label's CK+48 faces further on, so sessions differ.
     """
     out.mkdir(parents=True, exist_ok=True)
     data = shared / "data"
-    _video(out / "video.mp4", data / "face" / "ckplus48", labels, seconds, rates.fps, rates.frame_size)
-    _audio(out / "audio.wav", data / "speech" / "emodb", speaker, labels, seconds, rates.audio_rate)
-    eeg_rate = _eeg(out / "eeg.csv", data / "eeg" / "gu", subject, [lb for lb in labels if lb in GU_LETTERS],
-                    seconds, rates.eeg_rate)
+    _video(out / "video.mp4", data / "face" / "ckplus48", labels, seconds, rates.fps, rates.frame_size, face_offset)
+    _audio(out / "audio.wav", data / "speech", speaker, labels, seconds, rates.audio_rate)
+    eeg_rate = _eeg(out / "eeg.csv", data / "eeg" / "gu", subject, labels, seconds, rates.eeg_rate)
     session = {"format": "edge-mer-session/1", "video": "video.mp4", "audio": "audio.wav", "eeg": "eeg.csv",
                "eeg_sampling_rate": eeg_rate,
                "labels": [{"start": i * seconds, "end": (i + 1) * seconds, "label": lb} for i, lb in enumerate(labels)],
-               "origin": f"CK+48 faces; EMO-DB speaker {speaker}; GU EEG {subject} trial 1"}
+               "origin": f"CK+48 faces; speaker {speaker}; GU EEG {subject} trial 1"}
     (out / "session.json").write_text(json.dumps(session, indent=2) + "\n")
     return out
 

@@ -26,8 +26,10 @@ HALF_LIFE_S = 1.0
 
 
 def skill(encoder: EncoderSpec) -> tuple[float, str]:
-    """Kappa-style skill from the encoder's first (subject-independent) accuracy metric."""
-    metric = next(m for m in encoder.metrics if m.name == "accuracy")
+    """Kappa-style skill from the encoder's held-out accuracy: the cross-corpus mean where there is one
+    (what a new user's microphone is closest to), else the first (subject-independent) accuracy metric."""
+    accuracies = [m for m in encoder.metrics if m.name == "accuracy"]
+    metric = next((m for m in accuracies if m.dataset.startswith("mean of")), accuracies[0])
     chance = 1.0 / len(encoder.labels)
     return max(0.0, (metric.value - chance) / (1.0 - chance)), f"{metric.value:.3f} on {metric.dataset}"
 
@@ -36,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     root = Path(__file__).resolve().parents[1]
     parser.add_argument("--bundle", type=Path, default=root / "edge_mer" / "assets" / "default_bundle")
+    parser.add_argument("--keep-rule", action="store_true", help="keep the manifest's rule and head (re-weighting only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     manifest = parse_manifest(json.loads((args.bundle / MANIFEST).read_text(encoding="utf-8")))
@@ -45,7 +48,8 @@ def main() -> None:
         weights[name] = round(weights[name], 4)
         notes.append(f"{name}={weights[name]:.4f} from accuracy {basis}")
         log.info("%s: weight %.4f (accuracy %s)", name, weights[name], basis)
-    fusion = FusionSpec(rule=RULE, weights=weights, smoothing_half_life_s=HALF_LIFE_S,
+    fusion = FusionSpec(rule=manifest.fusion.rule if args.keep_rule else RULE, weights=weights,
+                        smoothing_half_life_s=HALF_LIFE_S, head=manifest.fusion.head if args.keep_rule else None,
                         notes="weights = (accuracy - chance) / (1 - chance) on subject-independent held-out data: "
                               + "; ".join(notes))
     update_fusion(args.bundle, fusion)

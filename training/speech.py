@@ -1,67 +1,47 @@
-"""Speech encoder of the default bundle: a compact log-mel CNN with statistics pooling, on EMO-DB.
+"""Speech encoder of the default bundle: a log-mel CNN with statistics pooling, on EMO-DB + RAVDESS + TESS.
 
-Features come from edge-mer's own AudioPreprocessor (16 kHz, 64 log-mel bands,
-per-window normalisation), so training, calibration and the daemon see the
-same arrays. Mean and standard deviation over time pool the convolutional
-features, so the exported ONNX model takes any window of 1 s or more.
+Features come from edge-mer's own AudioPreprocessor on the 2 s windows the
+daemon uses, so training, calibration and the device see the same arrays.
+Mean and standard deviation over time pool the convolutional features, so the
+exported ONNX model takes any window of 1 s or more. Corpora, labels, folds
+and the microphone augmentation: :mod:`speech_data`.
 
-Evaluation is leave-one-speaker-out over the 8 speakers in ../shared; the
-shipped model is then trained on all 8 with the same recipe.
+Evaluation, all speaker-independent:
 
-    python training/speech.py [--shared ../shared] [--bundle edge_mer/assets/default_bundle] [--epochs 40]
+* within corpus: 4 folds over speakers (``speech_data.fold_of``); every clip
+  is scored once by the fold model that never heard its speaker;
+* leave one corpus out: train on two corpora, test on the third.
+
+A clip's score is the mean of the daemon windows' probabilities. The
+out-of-fold probabilities go to ``results/speech_oof.npz`` (temperature
+calibration and the fusion head train on them), the fold models to
+``results/speech_folds/``. The shipped model trains on every clip.
+
+    python training/speech.py [--shared ../shared] [--bundle edge_mer/assets/default_bundle] [--epochs 24]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import pickle
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 from torch import nn
 
-from bundle_manifest import update_encoder
-from edge_mer.bundle.schema import EncoderSpec, Metric, Provenance, TensorInfo
-from edge_mer.bundle.writer import file_entry
-from edge_mer.preprocess.audio import AudioParams, AudioPreprocessor
-from edge_mer.preprocess.base import Invalid
+from speech_data import CORPORA, LABELS, N_FOLDS, PARAMS, SEED, Clip, assign_folds, clip_windows, load_corpora, train_mask, \
+    training_crops
+from edge_mer.preprocess.audio import AudioPreprocessor
 
 log = logging.getLogger("training.speech")
 
-#: EMO-DB's emotion letter (6th character of the file name) -> label; boredom has no canonical counterpart.
-EMODB_LETTERS = {"W": "angry", "L": "boredom", "E": "disgust", "A": "fear", "F": "happy", "T": "sad", "N": "neutral"}
-LABELS = ("angry", "boredom", "disgust", "fear", "happy", "sad", "neutral")
-PARAMS = AudioParams(sample_rate=16000, n_fft=512, win_length=400, hop_length=160, n_mels=64, fmin=20.0,
-                     fmax=8000.0, log="db", top_db=80.0, cmvn="utterance", min_seconds=1.0, vad_threshold_db=-45.0)
-SEED = 1234
-
-
-@dataclass
-class Dataset:
-    x: np.ndarray          # [n, 1, n_mels, frames]
-    y: np.ndarray          # [n] label indices
-    speakers: np.ndarray   # [n] speaker ids
-    files: list[str]
-
-
-def load_emodb(folder: Path, params: AudioParams = PARAMS) -> Dataset:
-    """Every clip through the runtime's preprocessing; clips the gate calls silent are an error here."""
-    pre = AudioPreprocessor(params)
-    xs, ys, speakers, files = [], [], [], []
-    for path in sorted(folder.glob("*.wav")):
-        samples, rate = soundfile.read(str(path), dtype="int16", always_2d=False)
-        feats = pre.process(samples, rate)
-        if isinstance(feats, Invalid):
-            raise RuntimeError(f"{path.name}: preprocessing says {feats.reason}")
-        xs.append(feats)
-        ys.append(LABELS.index(EMODB_LETTERS[path.name[5]]))
-        speakers.append(path.name[:2])
-        files.append(path.name)
-    return Dataset(np.stack(xs).astype(np.float32), np.array(ys), np.array(speakers), files)
+AUGMENTED_PER_CLIP = 4
+CROP_FRAMES = 121  # 1.2 s: TESS's shortest clip is 1.3 s
+SHARED_LABELS = tuple(label for label in LABELS if label != "boredom")  # what RAVDESS and TESS have
 
 
 class StatsPoolCNN(nn.Module):
@@ -93,40 +73,83 @@ class WithSoftmax(nn.Module):
         return torch.softmax(self.net(x), dim=1)
 
 
-def spec_augment(x: torch.Tensor, gen: torch.Generator, freq_width: int = 8, time_width: int = 20,
-                 crop_frames: int = 151) -> torch.Tensor:
-    """Random crop in time plus one frequency and two time masks per example (SpecAugment-style)."""
+class Features:
+    """Per clip: the clean daemon windows (scoring) and the augmented crops (training)."""
+
+    def __init__(self, clips: list[Clip], seed: int = SEED) -> None:
+        pre = AudioPreprocessor(PARAMS)
+        rng = np.random.default_rng(seed)
+        self.clean = [clip_windows(pre, c.audio) for c in clips]
+        self.augmented = [training_crops(pre, c.audio, rng, AUGMENTED_PER_CLIP) for c in clips]
+        self.labels = np.array([c.label for c in clips])
+
+
+def cached_features(clips: list[Clip], cache: Path) -> Features:
+    """The features of ``clips``, from ``cache`` when it was written for the same clips and parameters."""
+    key = hashlib.sha256(json.dumps([[c.path, c.label] for c in clips] + [repr(PARAMS), SEED,
+                                                                           AUGMENTED_PER_CLIP]).encode()).hexdigest()
+    if cache.is_file():
+        with cache.open("rb") as handle:
+            stored_key, data = pickle.load(handle)  # our own cache file, written below
+        if stored_key == key:
+            return data
+    data = Features(clips)
+    with cache.open("wb") as handle:
+        pickle.dump((key, data), handle)
+    return data
+
+
+def _batch(pool: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    out = np.zeros((len(pool), 1, PARAMS.n_mels, CROP_FRAMES), dtype=np.float32)
+    for i, feats in enumerate(pool):
+        frames = feats.shape[-1]
+        start = int(rng.integers(0, max(frames - CROP_FRAMES, 0) + 1))
+        crop = feats[..., start:start + CROP_FRAMES]
+        out[i, ..., :crop.shape[-1]] = crop
+        if crop.shape[-1] < CROP_FRAMES:  # wrap a short clip rather than pad it with a silence it never had
+            out[i, ..., crop.shape[-1]:] = crop[..., :CROP_FRAMES - crop.shape[-1]]
+    return out
+
+
+def _masks(x: np.ndarray, rng: np.random.Generator, freq_width: int = 8, time_width: int = 16) -> np.ndarray:
+    """One frequency and two time masks per example (SpecAugment-style), in place."""
     n, _, mels, frames = x.shape
-    start = torch.randint(0, frames - crop_frames + 1, (1,), generator=gen).item()
-    x = x[..., start:start + crop_frames].clone()
-    for i in range(n):
-        f0 = torch.randint(0, mels - freq_width, (1,), generator=gen).item()
-        fw = torch.randint(0, freq_width + 1, (1,), generator=gen).item()
-        x[i, :, f0:f0 + fw, :] = 0.0
-        for _ in range(2):
-            t0 = torch.randint(0, crop_frames - time_width, (1,), generator=gen).item()
-            tw = torch.randint(0, time_width + 1, (1,), generator=gen).item()
-            x[i, :, :, t0:t0 + tw] = 0.0
+    bands, steps = np.arange(mels), np.arange(frames)
+    f0, fw = rng.integers(0, mels - freq_width, n), rng.integers(0, freq_width + 1, n)
+    keep = ~((bands[None] >= f0[:, None]) & (bands[None] < (f0 + fw)[:, None]))  # [n, mels]
+    x *= keep[:, None, :, None]
+    for _ in range(2):
+        t0, tw = rng.integers(0, frames - time_width, n), rng.integers(0, time_width + 1, n)
+        keep_t = ~((steps[None] >= t0[:, None]) & (steps[None] < (t0 + tw)[:, None]))  # [n, frames]
+        x *= keep_t[:, None, None, :]
     return x
 
 
-def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = SEED) -> nn.Module:
+def train(data: Features, which: np.ndarray, epochs: int, seed: int = SEED) -> nn.Module:
+    """A model on the clips ``which`` selects: each step draws one clean window or augmented crop per clip."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(which)
+    counts = np.bincount(data.labels[idx], minlength=len(LABELS)).astype(np.float64)
+    # Square-root inverse frequency: boredom (one corpus) is not drowned, neutral (calm merged) not favoured.
+    class_w = np.where(counts > 0, np.sqrt(counts.sum() / np.maximum(counts, 1) / len(LABELS)), 0.0)
     model = StatsPoolCNN()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
-    steps_per_epoch = int(np.ceil(len(x) / 32))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    steps = int(np.ceil(len(idx) / 32))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_w, dtype=torch.float32), label_smoothing=0.1)
     model.train()
     for _ in range(epochs):
-        order = torch.randperm(len(xt), generator=gen)
-        for i in range(0, len(xt), 32):
-            idx = order[i:i + 32]
+        order = rng.permutation(idx)
+        for start in range(0, len(order), 32):
+            members = order[start:start + 32]
+            pool = []
+            for i in members:
+                choices = data.clean[i] + data.augmented[i]
+                pool.append(choices[int(rng.integers(len(choices)))])
+            x = torch.from_numpy(_masks(_batch(pool, rng), rng))
             opt.zero_grad()
-            loss = loss_fn(model(spec_augment(xt[idx], gen)), yt[idx])
-            loss.backward()
+            loss_fn(model(x), torch.from_numpy(data.labels[members])).backward()
             opt.step()
             sched.step()
     model.eval()
@@ -134,33 +157,77 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = SEED) -> nn.Mod
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
+def clip_probs(model: nn.Module, data: Features, which: np.ndarray) -> np.ndarray:
+    """Per selected clip, the mean over its daemon windows of the model's probabilities [n, classes]."""
     model.eval()
-    return model(torch.from_numpy(x)).argmax(dim=1).numpy()
+    out = []
+    for i in np.flatnonzero(which):
+        x = torch.from_numpy(np.stack(data.clean[i]).astype(np.float32))
+        out.append(torch.softmax(model(x), dim=1).mean(dim=0).numpy())
+    return np.stack(out)
 
 
-def loso(data: Dataset, epochs: int, fold_dir: Path) -> dict:
-    """Leave-one-speaker-out accuracy and unweighted average recall, per speaker and overall.
-
-    Each fold's model is exported to ``fold_dir/speaker_<id>.onnx`` so the
-    tests can re-score every held-out speaker through the package.
-    """
-    preds = np.empty_like(data.y)
-    per_speaker = {}
-    for speaker in sorted(set(data.speakers)):
-        test = data.speakers == speaker
-        model = train(data.x[~test], data.y[~test], epochs)
-        export_onnx(model, fold_dir / f"speaker_{speaker}.onnx", data.x.shape[-1])
-        preds[test] = predict(model, data.x[test])
-        per_speaker[speaker] = float(np.mean(preds[test] == data.y[test]))
-        log.info("speaker %s: %.3f (n=%d)", speaker, per_speaker[speaker], int(test.sum()))
-    recall = {LABELS[c]: float(np.mean(preds[data.y == c] == c)) for c in range(len(LABELS))}
-    return {"accuracy": float(np.mean(preds == data.y)), "mean_speaker_accuracy": float(np.mean(list(per_speaker.values()))),
-            "uar": float(np.mean(list(recall.values()))), "per_speaker": per_speaker, "recall": recall,
-            "n": int(len(data.y))}
+def accuracy(probs: np.ndarray, labels: np.ndarray, allowed: tuple[str, ...] = LABELS) -> float:
+    """Top-1 accuracy with the argmax taken over ``allowed`` labels only."""
+    cols = [LABELS.index(label) for label in allowed]
+    keep = np.isin(labels, cols)
+    pred = np.array(cols)[probs[keep][:, cols].argmax(axis=1)]
+    return float(np.mean(pred == labels[keep]))
 
 
-def export_onnx(model: nn.Module, path: Path, frames: int) -> None:
+def uar(probs: np.ndarray, labels: np.ndarray) -> float:
+    pred = probs.argmax(axis=1)
+    return float(np.mean([np.mean(pred[labels == c] == c) for c in np.unique(labels)]))
+
+
+def within_corpus(clips: list[Clip], data: Features, epochs: int, fold_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The 4 speaker folds: per-corpus out-of-fold figures, the out-of-fold probabilities and the folds."""
+    folds = assign_folds(clips)
+    oof = np.zeros((len(clips), len(LABELS)), dtype=np.float32)
+    for fold in range(N_FOLDS):
+        test = folds == fold
+        started = time.monotonic()
+        model = train(data, train_mask(clips, folds, fold), epochs)
+        export_onnx(model, fold_dir / f"fold_{fold}.onnx")
+        oof[test] = clip_probs(model, data, test)
+        log.info("fold %d: %.3f on %d clips (%.0f s)", fold, accuracy(oof[test], data.labels[test]),
+                 int(test.sum()), time.monotonic() - started)
+    corpus = np.array([c.corpus for c in clips])
+    results = {}
+    for name in CORPORA:
+        sel = corpus == name
+        speakers = sorted({c.speaker for c in clips if c.corpus == name})
+        per_speaker = {s: accuracy(oof[[c.speaker == s for c in clips]],
+                                   data.labels[[c.speaker == s for c in clips]]) for s in speakers}
+        results[name] = {"accuracy": accuracy(oof[sel], data.labels[sel]), "uar": uar(oof[sel], data.labels[sel]),
+                         "n": int(sel.sum()), "per_speaker": per_speaker}
+        log.info("within %s (speaker-independent): %.4f, UAR %.4f", name, results[name]["accuracy"],
+                 results[name]["uar"])
+    return results, oof, folds
+
+
+def leave_one_corpus_out(clips: list[Clip], data: Features, epochs: int, fold_dir: Path) -> dict:
+    """Train on two corpora, test on the third, for each corpus."""
+    corpus = np.array([c.corpus for c in clips])
+    results = {}
+    for name in CORPORA:
+        test = corpus == name
+        model = train(data, ~test, epochs)
+        export_onnx(model, fold_dir / f"without_{name}.onnx")
+        probs = clip_probs(model, data, test)
+        y = data.labels[test]
+        entry = {"accuracy": accuracy(probs, y), "n": int(test.sum())}
+        if name == "emodb":  # boredom is in no training corpus: score the six labels the others share too
+            entry["accuracy_all_labels"] = entry["accuracy"]
+            entry["accuracy"] = accuracy(probs, y, SHARED_LABELS)
+            entry["n_shared_labels"] = int(np.isin(y, [LABELS.index(x) for x in SHARED_LABELS]).sum())
+        results[name] = entry
+        log.info("train without %s, test on it: %.4f (n=%d)", name, entry["accuracy"], entry["n"])
+    results["mean"] = float(np.mean([results[name]["accuracy"] for name in CORPORA]))
+    return results
+
+
+def export_onnx(model: nn.Module, path: Path, frames: int = 201) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 1, PARAMS.n_mels, frames)
     # A fresh wrapper is in training mode, and export restores that mode on exit,
@@ -175,43 +242,30 @@ def main() -> None:
     root = Path(__file__).resolve().parents[1]
     parser.add_argument("--shared", type=Path, default=root.parent / "shared")
     parser.add_argument("--bundle", type=Path, default=root / "edge_mer" / "assets" / "default_bundle")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/edge-mer-speech-features.pkl"),
+                        help="features cache (derived from ../shared: keep it outside the project)")
+    parser.add_argument("--skip-eval", action="store_true", help="train only the shipped model")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(2)
     started = time.monotonic()
-    data = load_emodb(args.shared / "data" / "speech" / "emodb")
-    log.info("features %s in %.1f s", data.x.shape, time.monotonic() - started)
+    clips = load_corpora(args.shared)
+    data = cached_features(clips, args.cache)
+    log.info("features of %d clips in %.1f s", len(clips), time.monotonic() - started)
     results_dir = root / "training" / "results"
-    results = loso(data, args.epochs, results_dir / "speech_folds")
-    log.info("LOSO accuracy %.4f, mean per speaker %.4f, UAR %.4f", results["accuracy"],
-             results["mean_speaker_accuracy"], results["uar"])
-    (results_dir / "speech_loso.json").write_text(json.dumps(results, indent=2) + "\n")
-    model = train(data.x, data.y, args.epochs)
-    rel = "speech/speech_cnn.onnx"
-    export_onnx(model, args.bundle / rel, data.x.shape[-1])
-    update_encoder(args.bundle, "speech", encoder_spec(args.bundle, rel, results, args.epochs))
+    fold_dir = results_dir / "speech_folds"
+    results: dict = {"labels": list(LABELS), "epochs": args.epochs, "seed": SEED}
+    if not args.skip_eval:
+        results["within_corpus"], oof, folds = within_corpus(clips, data, args.epochs, fold_dir)
+        np.savez_compressed(results_dir / "speech_oof.npz", probs=oof, labels=data.labels, folds=folds,
+                            corpus=np.array([c.corpus for c in clips]), speaker=np.array([c.speaker for c in clips]),
+                            path=np.array([c.path for c in clips]))
+        results["leave_one_corpus_out"] = leave_one_corpus_out(clips, data, args.epochs, fold_dir)
+        (results_dir / "speech_eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    model = train(data, np.ones(len(clips), dtype=bool), args.epochs)
+    export_onnx(model, args.bundle / "speech" / "speech_cnn.onnx")
     log.info("total %.1f s", time.monotonic() - started)
-
-
-def encoder_spec(bundle: Path, rel: str, results: dict, epochs: int) -> EncoderSpec:
-    per_speaker = ", ".join(f"{k} {v:.3f}" for k, v in results["per_speaker"].items())
-    return EncoderSpec(
-        modality="speech",
-        models={"fp32": file_entry(bundle, rel)},
-        inputs=(TensorInfo("logmel", ("N", 1, PARAMS.n_mels, "T"), layout="NCFT",
-                           description="log-mel (dB, top_db 80) normalised per window and band; T >= 101 frames"),),
-        outputs=(TensorInfo("probs", ("N", len(LABELS)), kind="probs", labels=LABELS),),
-        preprocessing=PARAMS,
-        label_map={label: label for label in LABELS},
-        provenance=Provenance(source=f"training/speech.py (seed {SEED}, {epochs} epochs, all 8 speakers)",
-                              training_data="EMO-DB (Berlin Database of Emotional Speech), speakers 08-15, 415 clips",
-                              licence="weights: MIT; EMO-DB is free for research use"),
-        metrics=(Metric("accuracy", round(results["accuracy"], 4), "EMO-DB 7 classes",
-                        "leave-one-speaker-out over 8 speakers", n=results["n"], notes=f"per speaker: {per_speaker}"),
-                 Metric("uar", round(results["uar"], 4), "EMO-DB 7 classes", "leave-one-speaker-out over 8 speakers",
-                        n=results["n"])),
-        description="Emotion from speech: compact log-mel CNN with mean+std pooling over time (any window >= 1 s).")
 
 
 if __name__ == "__main__":

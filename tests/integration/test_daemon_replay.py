@@ -28,7 +28,7 @@ def labelled(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tupl
     out = tmp_path_factory.mktemp("replay")
     session = build_session(shared_dir, out / "session", speaker="08", subject="sub1")
     bundle = heldout_bundle(default_bundle_path(), out / "bundle", {
-        "speech": FOLDS / "speech_folds" / "speaker_08.onnx",
+        "speech": FOLDS / "speech_folds" / "fold_0.onnx",  # the fold that holds out speakers 08 and 09
         "eeg": FOLDS / "eeg_folds" / "eeg" / "sub1.onnx"})
     return session, bundle
 

@@ -1,6 +1,6 @@
 """The default bundle's speech and EEG encoders on real data from ../shared.
 
-Held-out figures are re-scored from the committed leave-one-out fold models
+Held-out figures are re-scored from the committed speaker-fold and leave-one-out models
 (training/results/*_folds), each run only on the speaker or subject it never
 saw, through the package's own preprocessing and ONNX Runtime backend.
 """
@@ -50,30 +50,32 @@ def emodb(shared_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {k: (np.stack(xs), np.array(ys)) for k, (xs, ys) in by_speaker.items()}
 
 
-def test_speech_leave_one_speaker_out_reproduces_the_reported_accuracy(emodb) -> None:
-    reported = json.loads((RESULTS / "speech_loso.json").read_text())
+def test_speech_speaker_folds_reproduce_the_reported_emodb_accuracy(emodb) -> None:
+    """Each EMO-DB speaker scored by the fold model that never heard them (speakers 08-15: two per fold)."""
+    reported = json.loads((RESULTS / "speech_eval.json").read_text())["within_corpus"]["emodb"]
     correct = total = 0
     for speaker, (x, y) in emodb.items():
-        probs = _run(RESULTS / "speech_folds" / f"speaker_{speaker}.onnx", x, "logmel")
+        probs = _run(RESULTS / "speech_folds" / f"fold_{(int(speaker) - 8) // 2}.onnx", x, "logmel")
         hits = int((probs.argmax(1) == y).sum())
-        assert abs(hits / len(y) - reported["per_speaker"][speaker]) < 0.02, speaker
+        assert abs(hits / len(y) - reported["per_speaker"][f"emodb_{speaker}"]) < 0.05, speaker
         correct, total = correct + hits, total + len(y)
     assert total == 415
-    assert correct / total >= reported["accuracy"] - 0.01
-    bundle_metric = load_bundle(default_bundle_path()).encoder("speech").metrics[0]
-    assert bundle_metric.value == pytest.approx(reported["accuracy"], abs=1e-4)
+    assert correct / total == pytest.approx(reported["accuracy"], abs=0.02)
+    metric = load_bundle(default_bundle_path()).encoder("speech").metrics[0]
+    assert metric.dataset.startswith("EMO-DB") and metric.value == pytest.approx(reported["accuracy"], abs=1e-4)
 
 
 def test_shipped_speech_model_accepts_any_window_of_a_second_or_more(emodb) -> None:
     bundle = load_bundle(default_bundle_path())
     x, y = emodb["08"]
+    labels = bundle.encoder("speech").labels
     with create_backend(bundle.model_ref("speech"), ORT) as backend:
         full = backend.infer({"logmel": x})["probs"]
         short = backend.infer({"logmel": np.ascontiguousarray(x[..., :101])})["probs"]
-    assert full.shape == short.shape == (len(y), 7)
+    assert full.shape == short.shape == (len(y), len(labels)) == (len(y), 8)
     np.testing.assert_allclose(full.sum(1), 1.0, rtol=1e-5)
-    # Training-set fit of the shipped model (it saw all 8 speakers): a pipeline check, not a held-out figure.
-    assert (full.argmax(1) == y).mean() > 0.8
+    # Training-set fit of the shipped model (it heard every speaker): a pipeline check, not a held-out figure.
+    assert (full.argmax(1) == y).mean() > 0.7
 
 
 @pytest.mark.parametrize("name", ["eeg", "eeg_cyton"])

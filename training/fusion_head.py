@@ -1,0 +1,138 @@
+"""The default bundle's stacked fusion head, trained on held-out encoder outputs, and the rules compared with it.
+
+No public dataset here has the face, voice and EEG of one person, so a
+training example *pairs modalities by label across people and corpora*: draw
+a label, then for each modality an output of a model that never saw that
+person, on a window of that label (:mod:`heldout`, split ``A``: FER2013
+PublicTest faces, speakers of folds 0-1, GU subjects 1 2 3 6). A modality
+whose data has no such label (EEG has only happy/sad/fear, the faces no
+boredom) gives a window of a random label instead: it has to say something,
+and it cannot know. Probabilities are the calibrated ones the runtime feeds
+the head. Each modality is dropped with probability 0.3 (at least one
+kept), and the EEG slot is the synthetic-board or the Cyton montage at
+random, so the head learns to fuse whatever is present through its mask.
+
+The head (stacked generalisation, a multinomial logistic regression over the
+encoders' log-probabilities): ``logits = sum_m mask_m * W_m log p_m +
+V mask + b``, softmax over the 8 fused labels. Validation pairs split ``B``
+(CK+48 faces of other people, speakers of folds 2-3, GU subjects 7 8 10 11),
+which neither the encoders, the temperatures nor the head saw, over every
+subset of modalities, with the package's own rules beside it.
+
+    python training/fusion_head.py [--bundle edge_mer/assets/default_bundle]   # after calibrate.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import heldout
+from pairing import ENCODERS, Pools, pairings
+from bundle_manifest import update_fusion
+from edge_mer.bundle.loader import MANIFEST, parse_manifest
+from edge_mer.bundle.schema import FusionHead, FusionSpec, Manifest, TensorInfo
+from edge_mer.bundle.writer import file_entry
+
+log = logging.getLogger("training.fusion_head")
+
+SEED = 11
+FLOOR = 1e-4
+HEAD_FILE = "fusion/stacked_head.onnx"
+
+
+class StackedHead(nn.Module):
+    """``softmax(sum_m mask_m * W_m log p_m + V mask + b)``: inputs named after the encoders, plus ``mask``."""
+
+    def __init__(self, widths: dict[str, int], n_labels: int) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict({name: nn.Linear(width, n_labels, bias=False) for name, width in widths.items()})
+        self.presence = nn.Linear(len(widths), n_labels)
+
+    def logits(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = feeds["mask"]
+        out = self.presence(mask)
+        for i, (name, layer) in enumerate(self.encoders.items()):
+            out = out + mask[:, i:i + 1] * layer(torch.log(torch.clamp(feeds[name], min=FLOOR)))
+        return out
+
+    def forward(self, face: torch.Tensor, speech: torch.Tensor, eeg: torch.Tensor, eeg_cyton: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        feeds = {"face": face, "speech": speech, "eeg": eeg, "eeg_cyton": eeg_cyton, "mask": mask}
+        return torch.softmax(self.logits(feeds), dim=1)
+
+
+def train_head(pools: Pools, labels: tuple[str, ...], steps: int = 3000, batch: int = 256) -> StackedHead:
+    torch.manual_seed(SEED)
+    rng = np.random.default_rng(SEED)
+    head = StackedHead({name: pools.rows[name].shape[1] for name in ENCODERS}, len(labels))
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for step in range(steps):
+        feeds, y = pairings(pools, labels, batch, rng)
+        loss = nn.functional.cross_entropy(head.logits({k: torch.from_numpy(v) for k, v in feeds.items()}),
+                                           torch.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 1000 == 0:
+            log.info("step %d: loss %.4f", step, float(loss))
+    return head.eval()
+
+
+def export_head(head: StackedHead, path: Path, widths: dict[str, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = tuple(torch.full((1, widths[name]), 1.0 / widths[name]) for name in ENCODERS) + \
+        (torch.ones(1, len(ENCODERS)),)
+    names = list(ENCODERS) + ["mask"]
+    torch.onnx.export(head, dummy, str(path), input_names=names, output_names=["probs"],
+                      dynamic_axes={name: {0: "N"} for name in names + ["probs"]}, opset_version=17, dynamo=False)
+
+
+def head_spec(bundle: Path, manifest: Manifest, labels: tuple[str, ...]) -> FusionHead:
+    inputs = tuple(TensorInfo(name, ("N", len(manifest.encoders[name].labels)), kind="probs",
+                              labels=tuple(manifest.encoders[name].label_map[x] for x in manifest.encoders[name].labels),
+                              description=f"calibrated {name} probabilities; zeros when absent")
+                   for name in ENCODERS)
+    mask = TensorInfo("mask", ("N", len(ENCODERS)), labels=ENCODERS, description="1 where the encoder's result is valid")
+    return FusionHead(models={"fp32": file_entry(bundle, HEAD_FILE)}, inputs=inputs + (mask,),
+                      outputs=(TensorInfo("probs", ("N", len(labels)), kind="probs", labels=labels),))
+
+
+def fused_labels(manifest: Manifest) -> tuple[str, ...]:
+    from edge_mer.fusion.rules import label_order
+
+    return label_order({t for spec in manifest.encoders.values() for t in spec.label_map.values()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    root = Path(__file__).resolve().parents[1]
+    parser.add_argument("--bundle", type=Path, default=root / "edge_mer" / "assets" / "default_bundle")
+    parser.add_argument("--steps", type=int, default=3000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(2)
+    manifest = parse_manifest(json.loads((args.bundle / MANIFEST).read_text(encoding="utf-8")))
+    labels = fused_labels(manifest)
+    outputs = heldout.load()
+    train_pools = Pools(manifest, outputs, "A")
+    head = train_head(train_pools, labels, args.steps)
+    export_head(head, args.bundle / HEAD_FILE, {name: train_pools.rows[name].shape[1] for name in ENCODERS})
+    fusion = manifest.fusion
+    update_fusion(args.bundle, FusionSpec(
+        rule="learned", weights=fusion.weights, smoothing_half_life_s=fusion.smoothing_half_life_s,
+        head=head_spec(args.bundle, manifest, labels),
+        notes=fusion.notes.split(" | head:")[0] + " | head: training/fusion_head.py (stacked logistic regression on "
+              "calibrated held-out outputs paired by label across people and corpora; modality dropout 0.3)"))
+    log.info("head written to %s", args.bundle / HEAD_FILE)
+
+
+if __name__ == "__main__":
+    main()

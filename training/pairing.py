@@ -1,0 +1,59 @@
+"""Modalities paired by label across people and corpora: what the fusion head trains on and is measured on.
+
+See :mod:`fusion_head` for why pairing is the only option with the data here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edge_mer.bundle.schema import Manifest
+from edge_mer.numeric import temperature_scale
+
+ENCODERS = ("face", "speech", "eeg", "eeg_cyton")
+SLOTS = ("face", "speech", "eeg")  # eeg_cyton fills the eeg slot on a Cyton board
+DROPOUT = 0.3
+
+
+class Pools:
+    """Calibrated held-out outputs of one split, indexed by encoder and label."""
+
+    def __init__(self, manifest: Manifest, outputs: dict, split: str) -> None:
+        self.rows: dict[str, np.ndarray] = {}
+        self.by_label: dict[str, dict[str, np.ndarray]] = {}
+        for name in ENCODERS:
+            spec, data = manifest.encoders[name], outputs[name]
+            keep = data["splits"] == split
+            probs = data["probs"][keep].astype(np.float64)
+            if spec.calibration is not None:
+                probs = temperature_scale(probs, spec.calibration.temperature)
+            self.rows[name] = probs
+            labels = data["labels"][keep]
+            self.by_label[name] = {label: np.flatnonzero(labels == label) for label in spec.labels}
+
+    def draw(self, name: str, label: str, rng: np.random.Generator) -> np.ndarray:
+        members = self.by_label[name].get(label)
+        if members is None or members.size == 0:  # this modality's data has no such label: it cannot know
+            members = np.arange(len(self.rows[name]))
+        return self.rows[name][members[rng.integers(members.size)]]
+
+
+def pairings(pools: Pools, labels: tuple[str, ...], n: int, rng: np.random.Generator,
+             present: tuple[str, ...] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``n`` examples: per encoder [n, K] probabilities (zeros where absent), ``mask`` [n, 4], label indices."""
+    y = rng.integers(len(labels), size=n)
+    feeds = {name: np.zeros((n, pools.rows[name].shape[1]), dtype=np.float32) for name in ENCODERS}
+    mask = np.zeros((n, len(ENCODERS)), dtype=np.float32)
+    for i in range(n):
+        if present is None:
+            keep = rng.random(len(SLOTS)) >= DROPOUT
+            if not keep.any():
+                keep[rng.integers(len(SLOTS))] = True
+            chosen = [s for s, k in zip(SLOTS, keep) if k]
+            chosen = [("eeg_cyton" if rng.random() < 0.5 else "eeg") if s == "eeg" else s for s in chosen]
+        else:
+            chosen = list(present)
+        for name in chosen:
+            feeds[name][i] = pools.draw(name, labels[y[i]], rng)
+            mask[i, ENCODERS.index(name)] = 1.0
+    feeds["mask"] = mask
+    return feeds, y
