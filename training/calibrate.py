@@ -1,7 +1,7 @@
 """Temperature calibration of every encoder of the default bundle, on held-out people.
 
 For each encoder one temperature ``T`` minimises the negative log-likelihood
-of ``softmax(log p / T)`` on split ``A`` of :mod:`heldout` (models that never
+of ``softmax(log p / T)`` (:func:`edge_mer.adapt.fit.fit_temperature`) on split ``A`` of :mod:`heldout` (models that never
 saw those people); split ``B`` (other people, and for the face another
 dataset) reports the expected calibration error (15 bins) before and after,
 with the mean top probability beside the accuracy. ``T`` goes into the
@@ -22,7 +22,8 @@ import numpy as np
 import heldout
 from bundle_manifest import update_encoder
 from edge_mer.bundle.loader import MANIFEST, parse_manifest
-from edge_mer.bundle.schema import MAX_TEMPERATURE, MIN_TEMPERATURE, Calibration
+from edge_mer.adapt.fit import WindowRows, fit_temperature, nll
+from edge_mer.bundle.schema import Calibration
 from edge_mer.numeric import expected_calibration_error, temperature_scale
 
 log = logging.getLogger("training.calibrate")
@@ -34,37 +35,22 @@ SPLIT_NAMES = {
 }
 
 
-def nll(probs: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    scaled = temperature_scale(probs.astype(np.float64), temperature)
-    return float(-np.mean(np.log(np.maximum(scaled[np.arange(len(labels)), labels], 1e-12))))
-
-
-def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The NLL-minimising temperature: a log-spaced grid over the schema's bounds, then golden-section refinement."""
-    grid = np.geomspace(MIN_TEMPERATURE, MAX_TEMPERATURE, 121)
-    losses = [nll(probs, labels, t) for t in grid]
-    i = int(np.argmin(losses))
-    lo, hi = np.log(grid[max(i - 1, 0)]), np.log(grid[min(i + 1, len(grid) - 1)])
-    ratio = (np.sqrt(5) - 1) / 2
-    for _ in range(40):
-        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-        if nll(probs, labels, float(np.exp(a))) < nll(probs, labels, float(np.exp(b))):
-            hi = b
-        else:
-            lo = a
-    return float(np.exp((lo + hi) / 2))
+def fit(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The NLL-minimising temperature, by the same fit ``edge-mer adapt`` uses per user (one row per window)."""
+    n = len(labels)
+    return fit_temperature(WindowRows(probs, np.arange(n), n, np.eye(probs.shape[1])), labels)
 
 
 def summary(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"ece": expected_calibration_error(probs, labels), "accuracy": float(np.mean(probs.argmax(1) == labels)),
-            "mean_confidence": float(probs.max(1).mean()), "nll": nll(probs, labels, 1.0), "n": int(len(labels))}
+            "mean_confidence": float(probs.max(1).mean()), "nll": nll(probs, labels), "n": int(len(labels))}
 
 
 def calibrate(name: str, rows: dict[str, np.ndarray], labels: tuple[str, ...]) -> tuple[Calibration, dict]:
     y = np.array([labels.index(label) for label in rows["labels"]])
     probs = rows["probs"].astype(np.float64)
     a, b = rows["splits"] == "A", rows["splits"] == "B"
-    temperature = fit_temperature(probs[a], y[a])
+    temperature = fit(probs[a], y[a])
     before, after = summary(probs[b], y[b]), summary(temperature_scale(probs[b], temperature), y[b])
     fit_on, report_on = SPLIT_NAMES["eeg" if name.startswith("eeg") else name]
     log.info("%s: T=%.3f fitted on %d; on %d held-out: ECE %.3f -> %.3f, confidence %.3f -> %.3f, accuracy %.3f",

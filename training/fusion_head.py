@@ -44,6 +44,7 @@ log = logging.getLogger("training.fusion_head")
 SEED = 11
 FLOOR = 1e-4
 HEAD_FILE = "fusion/stacked_head.onnx"
+EVAL_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise")  # what CK+48 (split B's faces) has
 
 
 class StackedHead(nn.Module):
@@ -111,11 +112,29 @@ def fused_labels(manifest: Manifest) -> tuple[str, ...]:
     return label_order({t for spec in manifest.encoders.values() for t in spec.label_map.values()})
 
 
+def write_head_data(pools: dict[str, Pools], labels: tuple[str, ...], out: Path) -> tuple[Path, Path]:
+    """``edge-mer export`` data for the head: calibration rows from split A, evaluation rows from split B.
+
+    Both use the training-time modality dropout, so the gate sees every subset of modalities;
+    evaluation labels are the six CK+48 has (split B's faces).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for split, n, allowed, seed in (("A", 1000, labels, SEED + 1), ("B", 3000, EVAL_LABELS, SEED + 2)):
+        feeds, y = pairings(pools[split], allowed, n, np.random.default_rng(seed))
+        path = out / f"head_{'calib' if split == 'A' else 'eval'}.npz"
+        np.savez_compressed(path, **feeds, labels=np.array([allowed[i] for i in y]))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     root = Path(__file__).resolve().parents[1]
     parser.add_argument("--bundle", type=Path, default=root / "edge_mer" / "assets" / "default_bundle")
     parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--head-data", type=Path, default=Path("/tmp/edge-mer-head-data"),
+                        help="where the export calibration/evaluation .npz files go (derived from ../shared)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(2)
@@ -132,6 +151,8 @@ def main() -> None:
         notes=fusion.notes.split(" | head:")[0] + " | head: training/fusion_head.py (stacked logistic regression on "
               "calibrated held-out outputs paired by label across people and corpora; modality dropout 0.3)"))
     log.info("head written to %s", args.bundle / HEAD_FILE)
+    calib, evaluation = write_head_data({"A": train_pools, "B": Pools(manifest, outputs, "B")}, labels, args.head_data)
+    log.info("export data: --head-calib %s --head-eval %s", calib, evaluation)
 
 
 if __name__ == "__main__":

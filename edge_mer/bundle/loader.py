@@ -25,6 +25,7 @@ from edge_mer.backends.base import ModelFile, ModelRef
 from edge_mer.bundle.onnx_files import (check_digest, check_domains, external_data_paths, inside, parse_model,
                                         read_bounded)
 from edge_mer.bundle.onnx_files import sha256_file as sha256_file
+from edge_mer.bundle.overlay import OverlayInfo, is_overlay, merge_overlay, overlay_info
 from edge_mer.bundle.schema import (_PARAMS_BY_MODALITY, DetectorSpec, EncoderSpec, FileEntry, FusionHead, Manifest,
                                    TensorInfo)
 from edge_mer.names import MODALITIES
@@ -113,10 +114,12 @@ HEAD_MODEL_NAME = "fusion_head"
 
 @dataclass(frozen=True)
 class Bundle:
-    """A validated bundle on disk."""
+    """A validated bundle on disk; for an overlay (:mod:`edge_mer.bundle.overlay`), ``root`` is the overlay's
+    directory, ``manifest`` the merged one and ``overlay`` says which files lie in the base."""
 
     root: Path
     manifest: Manifest
+    overlay: OverlayInfo | None = None
 
     def encoder(self, name: str) -> EncoderSpec:
         try:
@@ -125,9 +128,13 @@ class Bundle:
             known = ", ".join(self.manifest.encoders)
             raise BundleError(f"bundle {self.manifest.name} has no encoder {name!r} (has: {known})") from None
 
+    def root_of(self, relative: str) -> Path:
+        """The directory the manifest path ``relative`` is relative to: ``root``, or an overlay's base's."""
+        return self.root if self.overlay is None or self.overlay.holds(relative) else self.overlay.base_root
+
     def path(self, entry: FileEntry) -> Path:
         """The file ``entry`` names, symlinks resolved; a BundleError if that leaves the bundle directory."""
-        return inside(self.root, entry.path)
+        return inside(self.root_of(entry.path), entry.path)
 
     def model_ref(self, name: str, precision: str = "fp32") -> ModelRef:
         """What a backend needs to run encoder ``name`` at ``precision``."""
@@ -160,6 +167,7 @@ class Bundle:
         """A few human-readable lines describing the bundle."""
         m = self.manifest
         lines = [f"bundle {m.name} {m.version} ({m.format}) at {self.root}"]
+        lines += [self.overlay.describe()] if self.overlay is not None else []
         for name, enc in m.encoders.items():
             shapes = "; ".join(f"{t.name} {t.dtype}[{', '.join(str(d) for d in t.shape)}]" for t in enc.inputs)
             metric = next(iter(enc.metrics), None)
@@ -208,6 +216,10 @@ def load_bundle(root: str | Path, *, verify_hashes: bool = True) -> Bundle:
     manifest does not list, an operator domain no backend runs, an ONNX
     signature that does not match the manifest, and :class:`IntegrityError`
     for a file (external data included) whose sha256 differs from the manifest.
+
+    An overlay directory (:mod:`edge_mer.bundle.overlay`, written by
+    ``edge-mer adapt``) loads as its base with the overlay applied, after
+    checking the base manifest's sha256 and the overlay's own files.
     """
     try:
         return _load(Path(root), verify_hashes)
@@ -224,11 +236,16 @@ def _load(root: Path, verify_hashes: bool) -> Bundle:
         raise BundleError(f"{manifest_path} is missing; a bundle directory needs a {MANIFEST}")
     data = read_json(manifest_path, MANIFEST, BundleError)
     _check_text(data, manifest_path)
+    merged = merge_overlay(root.resolve(), data, manifest_path, MANIFEST) if is_overlay(data) else None
+    if merged is not None:
+        data = merged.data
+        _check_text(data, manifest_path)  # the base's part too
     try:
         manifest = parse_manifest(data)
     except ConfigError as exc:
         raise BundleError(f"{manifest_path}: {exc}") from None
-    bundle = Bundle(root.resolve(), manifest)
+    overlay = overlay_info(root.resolve(), merged, manifest) if merged is not None else None
+    bundle = Bundle(root.resolve(), manifest, overlay)
     _check_files(bundle, verify_hashes)
     log.debug("loaded bundle %s from %s", manifest.name, root)
     return bundle
@@ -246,13 +263,14 @@ def _check_model(bundle: Bundle, entry: FileEntry, verify_hashes: bool) -> Any:
     used = external_data_paths(model, entry.path, path)
     # The backend reads external data beside the file it loads (the resolved path): that directory
     # must be the one the manifest's paths are relative to, or it would read files not hashed here.
-    if used and path.parent != inside(bundle.root, PurePosixPath(entry.path).parent.as_posix()):
-        raise BundleError(f"bundle file {bundle.root / entry.path} links to {path} in another directory; "
+    base = bundle.root_of(entry.path)
+    if used and path.parent != inside(base, PurePosixPath(entry.path).parent.as_posix()):
+        raise BundleError(f"bundle file {base / entry.path} links to {path} in another directory; "
                           "a model with external data must lie in the directory the manifest names")
     listed = {PurePosixPath(e.path).as_posix(): e for e in entry.external_data}
     for relative in used:
         if relative not in listed:
-            raise BundleError(f"bundle file {bundle.root / relative} holds external data of {path} but is not "
+            raise BundleError(f"bundle file {base / relative} holds external data of {path} but is not "
                               f"listed in the manifest's external_data of {entry.path}")
     for relative, data_entry in listed.items():
         if relative not in used:

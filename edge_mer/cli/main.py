@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "info": "edge_mer.cli.info",
     "run": "edge_mer.cli.run",
     "bench": "edge_mer.cli.bench",
+    "adapt": "edge_mer.cli.adapt",
 }
 #: Host tools add subcommands through this entry-point group (``edge-mer export`` comes from
 #: edge_mer_export), so the device runtime never imports them.
