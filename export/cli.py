@@ -18,6 +18,7 @@ from edge_mer_export.config import ALL_ENCODERS, DEFAULT_METHOD, ExportConfig, M
 log = logging.getLogger(__name__)
 
 _DATA = Table(key="ENCODER", value="PATH", default=ALL_ENCODERS)
+_VA_DATA = Table(key="ENCODER", value="CSV", default=ALL_ENCODERS)
 _GROUPS = Table(key="ENCODER", value="G1,G2", default=ALL_ENCODERS, lists=True)
 
 FLAGS: tuple[Flag, ...] = (
@@ -51,6 +52,13 @@ FLAGS: tuple[Flag, ...] = (
     ("--detector-frames", "detector_frames", int, "at most this many evaluation frames (default 300)"),
     ("--min-detection-recall", "min_detection_recall", float, "smallest share of FP32 faces found (default 0.95)"),
     ("--min-detection-iou", "min_detection_iou", float, "smallest mean IoU with FP32 boxes (default 0.85)"),
+    ("--va-eval", "va_eval", _VA_DATA, "valence/arousal evaluation data of an encoder with a valence_arousal "
+                                       "output: CSV of path,valence,arousal rows"),
+    ("--max-ccc-drop", "max_ccc_drop", float, "largest valence/arousal CCC loss vs FP32 and vs the V/A labels "
+                                              "that passes, absolute (default 0.02)"),
+    ("--head-eval", "head_eval", str, "fusion-head evaluation data (.npz: one array per head input, labels); "
+                                      "exports the bundle's fusion head too"),
+    ("--head-calib", "head_calib", str, "other fusion-head data (.npz) that calibrates the head's INT8"),
 )
 
 

@@ -27,7 +27,8 @@ class ExportConfig:
     (e.g. ``{"speech": ("08", "09")}``), so one folder can give disjoint
     calibration and evaluation sets. ``encoders``
     empty selects every encoder that has evaluation data.
-    ``max_accuracy_drop`` is in percentage points.
+    ``max_accuracy_drop`` is in percentage points; ``max_ccc_drop`` in
+    absolute CCC (valence/arousal outputs, see :mod:`edge_mer_export.va`).
     """
 
     source: Path
@@ -58,6 +59,15 @@ class ExportConfig:
     detector_frames: int = 300
     min_detection_recall: float = 0.95
     min_detection_iou: float = 0.85
+    #: V/A-labelled evaluation data per encoder (a CSV of ``path,valence,arousal`` rows, see
+    #: :mod:`edge_mer_calibration.va_csv`), for encoders with a ``valence_arousal`` output.
+    va_eval: dict[str, Path] = field(default_factory=dict)
+    #: The largest CCC loss (absolute, per axis) against FP32 and against V/A labels that passes.
+    max_ccc_drop: float = 0.02
+    #: Fusion-head data (``.npz``, see :mod:`edge_mer_calibration.head`): with ``head_eval`` set, the
+    #: bundle's ``fusion.head`` is exported and gated on it; ``head_calib`` calibrates its INT8.
+    head_eval: Path | None = None
+    head_calib: Path | None = None
 
     def __post_init__(self) -> None:
         for p in self.precisions:
@@ -76,6 +86,10 @@ class ExportConfig:
         require(0.0 <= self.min_detection_recall <= 1.0,
                 f"min_detection_recall must be in 0..1, got {self.min_detection_recall}")
         require(0.0 <= self.min_detection_iou <= 1.0, f"min_detection_iou must be in 0..1, got {self.min_detection_iou}")
+        require(0.0 <= self.max_ccc_drop <= 2.0,
+                f"max_ccc_drop must be in 0..2 (absolute CCC), got {self.max_ccc_drop}")
+        require(self.head_calib is None or self.head_eval is not None,
+                "head_calib needs head_eval: the fusion head is exported only with evaluation data")
         require(self.source.suffix != ".onnx" or self.entry is not None,
                 f"source {self.source} is an ONNX file: give its manifest entry (JSON) with --entry")
 

@@ -24,6 +24,8 @@ Metric definitions (all reported in :attr:`GateResult.metrics`):
 * ``ccc_valence_vs_fp32`` / ``ccc_arousal_vs_fp32``: Lin's CCC of candidate
   against reference valence/arousal outputs, gated by ``min_ccc``;
   ``ccc_valence`` / ``ccc_arousal`` (and ``*_fp32``) against targets when given.
+  ``edge-mer export`` judges valence/arousal outputs with :mod:`edge_mer_export.va`
+  (CCC drop vs FP32 and vs labels), which builds on :func:`ccc` and :func:`va_metrics`.
 """
 from __future__ import annotations
 

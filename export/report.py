@@ -29,6 +29,9 @@ from edge_mer.names import PRECISIONS
 from edge_mer.config import require, to_dict
 from edge_mer_export.detector import detector_markdown
 from edge_mer_export.gate import GateResult, GateThresholds
+from edge_mer_export.plots import MAX_SCATTER_ROWS as MAX_SCATTER_ROWS
+from edge_mer_export.plots import plot_confusion, plot_scatter
+from edge_mer_export.va import va_summary_md
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,6 @@ FORMAT = "edge-mer-export-report/1"
 JSON_NAME = "export_report.json"
 MARKDOWN_NAME = "export_report.md"
 PLOTS_DIR = "plots"
-#: The scatter plot draws at most this many rows (evenly spaced, so deterministic).
-MAX_SCATTER_ROWS = 5000
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 PLOTS_SKIPPED = "skipped: matplotlib is not installed (pip install 'edge-mer[export]' draws them)"
 
@@ -116,10 +117,18 @@ class ExportReport:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     #: Per exported face detector: its detection gate per precision (see :mod:`edge_mer_export.detector`).
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The exported fusion head (see :mod:`edge_mer_export.head`), and the valence/arousal CCC threshold.
+    head: EncoderResult | None = None
+    max_ccc_drop: float | None = None
 
     def __post_init__(self) -> None:
-        names = [e.name for e in self.encoders]
+        names = [e.name for e in (*self.encoders, *([self.head] if self.head is not None else []))]
         require(len(set(names)) == len(names), f"encoder names must be unique, got {names}")
+
+
+def _all(report: ExportReport) -> list[EncoderResult]:
+    """The encoders in report order, then the fusion head if one was exported."""
+    return [*report.encoders, *([report.head] if report.head is not None else [])]
 
 
 def host_info() -> dict[str, str]:
@@ -167,67 +176,8 @@ def _metrics_of(encoder: EncoderResult, outcome: PrecisionOutcome) -> dict[str, 
     ref = _reference_gate(encoder)
     if ref is None or outcome.status != "reference":
         return {}
-    keys = ("n_eval", "accuracy_fp32", "macro_f1_fp32")
+    keys = ("n_eval", "n_va", "accuracy_fp32", "macro_f1_fp32", "ccc_valence_fp32", "ccc_arousal_fp32", "ccc_mean_fp32")
     return {k.removesuffix("_fp32"): ref.metrics[k] for k in keys if k in ref.metrics}
-
-
-def _new_figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def plot_confusion(path: Path, confusion: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> Path:
-    """Confusion matrix PNG: counts in cells, colour = share of the true class (row)."""
-    cm = np.asarray(confusion, dtype=np.int64)
-    k = cm.shape[0]
-    rows = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
-    fig = _new_figure(max(4.0, 0.7 * k + 2.5), max(3.5, 0.7 * k + 2.0))
-    ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(image, ax=ax, label="share of true class")
-    ax.set_xticks(range(k), labels=list(class_names), rotation=45, ha="right")
-    ax.set_yticks(range(k), labels=list(class_names))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if share[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})
-    return path
-
-
-def plot_scatter(path: Path, reference: np.ndarray, candidate: np.ndarray, class_names: Sequence[str],
-                 title: str, candidate_name: str = "candidate") -> Path:
-    """FP32 (x) against candidate (y) probability of every class, one colour per class, y = x dashed."""
-    ref = np.asarray(reference, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)
-    if ref.shape[0] > MAX_SCATTER_ROWS:
-        keep = np.linspace(0, ref.shape[0] - 1, MAX_SCATTER_ROWS).astype(np.int64)
-        ref, cand = ref[keep], cand[keep]
-    fig = _new_figure(6.5, 5.0)
-    ax = fig.add_subplot()
-    ax.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="0.4", linewidth=1.0, label="y = x")
-    for c in range(ref.shape[1]):
-        name = class_names[c] if c < len(class_names) else str(c)
-        ax.scatter(ref[:, c], cand[:, c], s=8, alpha=0.6, label=name)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_aspect("equal")
-    ax.set_xlabel("fp32 probability")
-    ax.set_ylabel(f"{candidate_name} probability")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, markerscale=1.5)
-    fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})
-    return path
 
 
 def _write_plots(out_dir: Path, encoder: EncoderResult) -> dict[str, dict[str, str]]:
@@ -275,20 +225,24 @@ def _precision_json(encoder: EncoderResult, outcome: PrecisionOutcome, plots: di
             "confusion": _confusion_of(encoder, outcome), "plots": plots}
 
 
-def report_json(report: ExportReport, plots: dict[str, dict[str, dict[str, str]]]) -> dict[str, Any]:
-    """The machine-readable report as builtins (no arrays)."""
-    encoders = {}
-    for enc in report.encoders:
-        encoders[enc.name] = {
-            "modality": enc.modality, "labels": list(enc.labels),
+def _encoder_json(enc: EncoderResult, plots: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """One encoder's (or the fusion head's) entry of the JSON report."""
+    return {"modality": enc.modality, "labels": list(enc.labels),
             "datasets": {"eval": {"source": enc.eval_source, "n": enc.n_eval},
                          "calibration": {"source": enc.calib_source, "n": enc.n_calib}},
             "implicit_int8_cache": enc.implicit_cache,
-            "precisions": {p: _precision_json(enc, o, plots.get(enc.name, {}).get(p, {})) for p, o in _ordered(enc)},
-        }
+            "precisions": {p: _precision_json(enc, o, plots.get(p, {})) for p, o in _ordered(enc)}}
+
+
+def report_json(report: ExportReport, plots: dict[str, dict[str, dict[str, str]]]) -> dict[str, Any]:
+    """The machine-readable report as builtins (no arrays); ``fusion_head`` only when a head was exported."""
+    encoders = {enc.name: _encoder_json(enc, plots.get(enc.name, {})) for enc in report.encoders}
+    thresholds = to_dict(report.thresholds)
+    if report.max_ccc_drop is not None:
+        thresholds["max_ccc_drop"] = report.max_ccc_drop
+    head = {} if report.head is None else {"fusion_head": _encoder_json(report.head, plots.get(report.head.name, {}))}
     return _clean({"format": FORMAT, "created": report.created, "host": dict(report.host),
-                   "thresholds": to_dict(report.thresholds), "encoders": encoders,
-                   "detectors": dict(report.detectors)})
+                   "thresholds": thresholds, "encoders": encoders, "detectors": dict(report.detectors), **head})
 
 
 def _cell(text: object) -> str:
@@ -314,31 +268,33 @@ def _summary_md(report: ExportReport) -> list[str]:
     lines = ["## Summary", "",
              "| encoder | precision | accuracy | drop (pt) | agreement | KL | p50 latency (ms) | result |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
-    for enc in report.encoders:
+    for enc in _all(report):
         for precision, outcome in _ordered(enc):
             m = _metrics_of(enc, outcome)
             p50 = (outcome.latency or {}).get("p50_ms")
             lines.append(f"| {_cell(enc.name)} | {precision} | {_pct(m.get('accuracy'))} | "
                          f"{_num(m.get('accuracy_drop_pt'), '.1f')} | {_pct(m.get('agreement'))} | "
                          f"{_num(m.get('kl'), '.3g')} | {_num(p50, '.2f')} | {_result_cell(outcome)} |")
-    return lines + [""]
+    return lines + [""] + va_summary_md([(_cell(e.name), p, _metrics_of(e, o), _result_cell(o))
+                                         for e in _all(report) for p, o in _ordered(e)])
 
 
 def _limit(value: float | None, template: str) -> str:
     return "not gated" if value is None else template.format(value)
 
 
-def _thresholds_md(t: GateThresholds) -> list[str]:
+def _thresholds_md(t: GateThresholds, max_ccc_drop: float | None = None) -> list[str]:
     return ["## Thresholds", "",
             f"- accuracy drop at most {t.max_accuracy_drop:g} pt (percentage points of top-1 accuracy vs fp32)",
             f"- top-1 agreement with fp32 at least {100 * t.min_agreement:.1f}%",
             f"- mean KL(fp32 || candidate): {_limit(t.max_kl, 'at most {:g} nats')}",
             f"- max abs probability difference: {_limit(t.max_abs_diff, 'at most {:g}')}",
-            f"- valence/arousal CCC vs fp32: {_limit(t.min_ccc, 'at least {:g}')}", ""]
+            f"- valence/arousal CCC vs fp32: {_limit(t.min_ccc, 'at least {:g}')}" if max_ccc_drop is None else
+            f"- valence/arousal CCC lost vs fp32 and vs V/A labels: at most {max_ccc_drop:g} per axis", ""]
 
 
 def _format_metric(name: str, value: float) -> str:
-    if name in ("n_eval", "nonfinite_rows"):
+    if name in ("n_eval", "n_va", "nonfinite_rows"):
         return str(int(value))
     if name == "accuracy_drop_pt":
         return f"{value:.2f} pt"
@@ -386,8 +342,8 @@ def report_markdown(report: ExportReport, plots: dict[str, dict[str, dict[str, s
     host = ", ".join(f"{k} {v if isinstance(v, str) else json.dumps(_clean(v), sort_keys=True)}"
                      for k, v in report.host.items())
     lines = ["# edge-mer export report", "", f"Created {report.created} on {_cell(host) or 'unknown host'}.", ""]
-    lines += _summary_md(report) + _thresholds_md(report.thresholds)
-    for enc in report.encoders:
+    lines += _summary_md(report) + _thresholds_md(report.thresholds, report.max_ccc_drop)
+    for enc in _all(report):
         lines += _encoder_md(enc, plots.get(enc.name, {}))
     for name, det in report.detectors.items():
         lines += detector_markdown(name, det)
@@ -402,7 +358,7 @@ def write_report(out_dir: Path, report: ExportReport) -> tuple[Path, Path]:
     if not drawn:  # the verdicts need no plots: say why there are none (host line and JSON) and go on
         log.warning("export report plots %s", PLOTS_SKIPPED)
         report = replace(report, host={**report.host, "plots": PLOTS_SKIPPED})
-    plots = {enc.name: _write_plots(out_dir, enc) for enc in report.encoders} if drawn else {}
+    plots = {enc.name: _write_plots(out_dir, enc) for enc in _all(report)} if drawn else {}
     json_path = out_dir / JSON_NAME
     json_path.write_text(json.dumps(report_json(report, plots), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path = out_dir / MARKDOWN_NAME

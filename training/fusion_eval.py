@@ -22,7 +22,7 @@ import heldout
 from edge_mer.bundle import load_bundle
 from edge_mer.fusion.registry import RULES, create_rule
 from edge_mer.results import ModalityResult
-from pairing import ENCODERS, Pools, pairings
+from edge_mer_calibration.pairing import ENCODERS, Pools, pairings
 
 log = logging.getLogger("training.fusion_eval")
 

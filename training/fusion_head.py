@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 import heldout
-from pairing import ENCODERS, Pools, pairings
+from edge_mer_calibration.pairing import ENCODERS, Pools, pairings
 from bundle_manifest import update_fusion
 from edge_mer.bundle.loader import MANIFEST, parse_manifest
 from edge_mer.bundle.schema import FusionHead, FusionSpec, Manifest, TensorInfo

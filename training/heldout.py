@@ -30,6 +30,7 @@ from edge_mer.backends.registry import create_backend
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer_calibration.eeg import read_gu_folder
 from edge_mer_calibration.face import read_face_folder
+from edge_mer_calibration.pairing import load_outputs
 
 log = logging.getLogger("training.heldout")
 
@@ -103,12 +104,7 @@ def eeg_outputs(shared: Path, name: str) -> dict[str, np.ndarray]:
 
 def load() -> dict[str, dict[str, np.ndarray]]:
     """The stored outputs as ``{encoder: {probs, labels, groups, splits[, corpus]}}``."""
-    with np.load(OUTPUTS) as stored:
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for key in stored.files:
-            encoder, field = key.split("/")
-            out.setdefault(encoder, {})[field] = stored[key]
-    return out
+    return load_outputs(OUTPUTS)
 
 
 def main() -> None:

@@ -1,8 +1,16 @@
-"""Modalities paired by label across people and corpora: what the fusion head trains on and is measured on.
+"""Fusion-head data: held-out encoder outputs paired by label across people and corpora.
 
-See :mod:`fusion_head` for why pairing is the only option with the data here.
+No public dataset here has the face, voice and EEG of one person, so one row
+pairs, for a drawn label, one output per modality of a model that never saw
+that person (``training/heldout.py`` stores them), calibrated as the runtime
+calibrates it. A modality whose data has no such label gives a row of a
+random label: it must say something, and it cannot know. Rows are the head's
+feed dicts (one ``[n, K]`` array per encoder input, zeros where absent, and
+``mask``), as ``edge-mer export --head-calib/--head-eval`` reads them.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -57,3 +65,16 @@ def pairings(pools: Pools, labels: tuple[str, ...], n: int, rng: np.random.Gener
             mask[i, ENCODERS.index(name)] = 1.0
     feeds["mask"] = mask
     return feeds, y
+
+
+def load_outputs(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Stored held-out outputs (``training/heldout.py``) as ``{encoder: {probs, labels, groups, splits[, corpus]}}``.
+
+    Read without pickles: every array is numeric or unicode.
+    """
+    with np.load(path, allow_pickle=False) as stored:
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for key in stored.files:
+            encoder, _, name = key.partition("/")
+            out.setdefault(encoder, {})[name] = stored[key]
+    return out

@@ -1,0 +1,251 @@
+"""Fusion-head evaluation and calibration data: one ``.npz`` of per-row head inputs and labels.
+
+Format (``numpy.savez``/``savez_compressed``, read without pickles):
+
+* one float array per head input, named exactly as the input (the encoder
+  names and ``mask``), shape ``[n, K]`` with ``K`` the input's width; the
+  encoder inputs hold probabilities (each value in [0, 1], row sums at most
+  1) and all zeros where that encoder is masked out, as the runtime feeds
+  them; ``mask`` holds 0 or 1 per encoder, at least one 1 per row;
+* ``labels``: a unicode string array ``[n]`` of the head's output labels,
+  the truth of each row (needed for evaluation, optional for calibration);
+* ``valence_arousal`` (optional): float ``[n, 2]`` targets in [-1, 1] for a
+  head with a ``valence_arousal`` output.
+
+The file is untrusted input: every ``.npy`` header is read and bounded
+(rows, width, dtype, label length) before its data is, and each problem is
+one :class:`InputError` line naming the file and the array.
+:func:`read_head_npz` returns :class:`HeadRows`, whose :meth:`~HeadRows.feeds`
+are plain ``{input name: batch}`` dicts like the other readers' feeds.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_mer.bundle.schema import TensorInfo
+from edge_mer.errors import InputError
+
+log = logging.getLogger(__name__)
+
+LABELS_KEY = "labels"
+VA_KEY = "valence_arousal"
+MASK_KEY = "mask"
+#: Bounds on what one file may ask for.
+MAX_FILE_BYTES = 1 << 30
+MAX_ROWS = 200_000
+MAX_WIDTH = 1024
+MAX_LABEL_CHARS = 64
+MAX_MEMBERS = 64
+#: Slack on probability bounds (float16 rounding, softmax sums).
+_PROB_SLACK = 1e-3
+_FLOAT_KINDS = ("f",)
+Feed = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class HeadRows:
+    """Validated rows of head inputs: ``arrays`` by input name (``[n, K]``, the input's dtype), labels, targets."""
+
+    arrays: dict[str, np.ndarray]
+    labels: tuple[str, ...] | None
+    va: np.ndarray | None
+    source: str
+    digest: str = field(default="", compare=False)
+
+    def __len__(self) -> int:
+        return next(iter(self.arrays.values())).shape[0]
+
+    def subset(self, rows: Sequence[int]) -> HeadRows:
+        """The rows at ``rows`` (in that order)."""
+        index = np.asarray(rows, dtype=np.int64)
+        return HeadRows({k: v[index] for k, v in self.arrays.items()},
+                        None if self.labels is None else tuple(self.labels[i] for i in index),
+                        None if self.va is None else self.va[index], self.source, self.digest)
+
+    def feeds(self, batch_size: int = 1) -> list[Feed]:
+        """``{input name: rows}`` dicts of up to ``batch_size`` rows each, in file order."""
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        return [{k: np.ascontiguousarray(v[i:i + batch_size]) for k, v in self.arrays.items()}
+                for i in range(0, len(self), batch_size)]
+
+    def row_keys(self) -> set[bytes]:
+        """One digest per row over every input (to find rows shared with another file)."""
+        names = sorted(self.arrays)
+        return {hashlib.sha256(b"".join(self.arrays[k][i].tobytes() for k in names)).digest()
+                for i in range(len(self))}
+
+
+def _header(fh: object, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a ``.npy`` header, read without the data."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise InputError(f"{where}: .npy format version {version} is not supported (1.0 or 2.0)")
+    if fortran:
+        raise InputError(f"{where}: Fortran-ordered arrays are not supported; save C-ordered arrays")
+    return tuple(int(d) for d in shape), np.dtype(dtype)
+
+
+def _check_header(key: str, shape: tuple[int, ...], dtype: np.dtype, where: str, max_rows: int) -> None:
+    """Refuse an array whose header is the wrong kind or size, before its data is read."""
+    if not shape or not 1 <= shape[0] <= max_rows:
+        rows = shape[0] if shape else "no"
+        raise InputError(f"{where}: {rows} rows, expected 1..{max_rows}")
+    if key == LABELS_KEY:
+        if len(shape) != 1 or dtype.kind != "U" or dtype.itemsize > 4 * MAX_LABEL_CHARS:
+            raise InputError(f"{where}: expected a 1-d unicode string array (labels of at most "
+                             f"{MAX_LABEL_CHARS} characters), got {dtype} {list(shape)}")
+        return
+    if len(shape) != 2 or not 1 <= shape[1] <= MAX_WIDTH:
+        raise InputError(f"{where}: shape {list(shape)}, expected [rows, width] with width 1..{MAX_WIDTH}")
+    if dtype.kind not in _FLOAT_KINDS or dtype.itemsize > 8:
+        raise InputError(f"{where}: dtype {dtype}, expected float16, float32 or float64")
+
+
+def _read_members(path: Path, allowed: Sequence[str], max_rows: int) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, each header bounded before its data is read."""
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf:
+        members = zf.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise InputError(f"{path}: {len(members)} archive members, expected the head's inputs and labels "
+                             f"({', '.join(allowed)})")
+        for info in members:
+            key = info.filename.removesuffix(".npy")
+            if not info.filename.endswith(".npy") or key not in allowed or key in arrays:
+                raise InputError(f"{path}: unexpected array {info.filename[:80]!r}; expected the head's inputs "
+                                 f"and labels ({', '.join(allowed)})")
+            where = f"{path}: array {key!r}"
+            with zf.open(info) as fh:
+                shape, dtype = _header(fh, where)
+            _check_header(key, shape, dtype, where, max_rows)
+            with zf.open(info) as fh:
+                arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+    return arrays
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load(path: Path, allowed: Sequence[str], max_rows: int) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of the ``.npz`` at ``path`` and the file's sha256; InputError for anything unreadable."""
+    if not path.is_file():
+        raise InputError(f"head data {path} does not exist; expected an .npz file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise InputError(f"head data {path} is {size} bytes, at most {MAX_FILE_BYTES}")
+    try:
+        return _read_members(path, allowed, max_rows), _file_digest(path)
+    except InputError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"head data {path} is not a readable .npz file: {first}") from None
+
+
+def _check_probs(name: str, array: np.ndarray, mask: np.ndarray, where: str) -> None:
+    """Encoder inputs: finite probabilities, all zero where the mask is 0."""
+    if not np.isfinite(array).all():
+        raise InputError(f"{where}: input {name!r} has NaN or infinite values")
+    bad = np.flatnonzero((array < -_PROB_SLACK).any(axis=1) | (array > 1 + _PROB_SLACK).any(axis=1)
+                         | (array.sum(axis=1) > 1 + _PROB_SLACK))
+    if bad.size:
+        raise InputError(f"{where}: input {name!r} row {int(bad[0])} is not probabilities "
+                         "(values in [0, 1], summing to at most 1)")
+    leaked = np.flatnonzero((mask == 0) & (array != 0).any(axis=1))
+    if leaked.size:
+        raise InputError(f"{where}: input {name!r} row {int(leaked[0])} is masked out (mask 0) but not all zero; "
+                         "the runtime feeds zeros for an encoder without a valid result")
+
+
+def _check_mask(mask: np.ndarray, where: str) -> None:
+    """Mask values 0 or 1, at least one 1 per row."""
+    if not np.isin(mask, (0.0, 1.0)).all():
+        raise InputError(f"{where}: mask values must be 0 or 1")
+    empty = np.flatnonzero(mask.sum(axis=1) == 0)
+    if empty.size:
+        raise InputError(f"{where}: mask row {int(empty[0])} is all zero; the runtime runs the head only "
+                         "when at least one encoder is valid")
+
+
+def _labels(array: np.ndarray, allowed: Sequence[str], where: str) -> tuple[str, ...]:
+    """The ``labels`` array as strings, each one of the head's output labels."""
+    labels = tuple(str(v) for v in array.tolist())
+    known = set(allowed)
+    for i, label in enumerate(labels):
+        if label not in known:
+            raise InputError(f"{where}: labels row {i} is {label[:MAX_LABEL_CHARS]!r}, not one of the head's "
+                             f"output labels ({', '.join(allowed)})")
+    return labels
+
+
+def _va(array: np.ndarray, where: str) -> np.ndarray:
+    """The ``valence_arousal`` targets: ``[rows, 2]``, finite, in [-1, 1]."""
+    if array.shape[1] != 2:
+        raise InputError(f"{where}: {VA_KEY} has shape {list(array.shape)}, expected [rows, 2]")
+    va = array.astype(np.float64)
+    if not np.isfinite(va).all() or np.abs(va).max() > 1.0:
+        raise InputError(f"{where}: {VA_KEY} values must be finite and in [-1, 1]")
+    return va
+
+
+def read_head_npz(path: str | Path, inputs: Sequence[TensorInfo], output_labels: Sequence[str], *,
+                  need_labels: bool = True, allow_va: bool = False, max_rows: int = MAX_ROWS) -> HeadRows:
+    """The rows of the ``.npz`` at ``path`` for a head with ``inputs`` and ``output_labels`` (format above).
+
+    ``need_labels``: ``labels`` must be present (evaluation); ``allow_va``:
+    the file may carry ``valence_arousal`` targets (a head with such an output).
+    """
+    path = Path(path)
+    names = [t.name for t in inputs]
+    clash = [n for n in names if n in (LABELS_KEY, VA_KEY)]
+    if clash:
+        raise InputError(f"head input {clash[0]!r} has a name the head data format reserves")
+    allowed = [*names, LABELS_KEY, *([VA_KEY] if allow_va else [])]
+    arrays, digest = _load(path, allowed, max_rows)
+    where = f"head data {path}"
+    missing = [n for n in names if n not in arrays] + ([LABELS_KEY] if need_labels and LABELS_KEY not in arrays
+                                                        else [])
+    if missing:
+        raise InputError(f"{where} lacks array {missing[0]!r}; expected one array per head input "
+                         f"({', '.join(names)}) and {LABELS_KEY}")
+    rows = {k: v.shape[0] for k, v in arrays.items()}
+    if len(set(rows.values())) != 1:
+        raise InputError(f"{where}: arrays have different row counts {rows}")
+    out: dict[str, np.ndarray] = {}
+    for tensor in inputs:
+        width = tensor.shape[-1]
+        if arrays[tensor.name].shape[1] != width:
+            raise InputError(f"{where}: array {tensor.name!r} has shape {list(arrays[tensor.name].shape)}, "
+                             f"the head's input is [rows, {width}]")
+        out[tensor.name] = arrays[tensor.name].astype(tensor.np_dtype)
+    n = next(iter(rows.values()))
+    mask = arrays[MASK_KEY].astype(np.float64) if MASK_KEY in arrays else np.ones((n, 0))
+    mask_labels = next((t.labels for t in inputs if t.name == MASK_KEY), ())
+    if MASK_KEY in arrays:
+        _check_mask(mask, where)
+    for tensor in inputs:
+        if tensor.name != MASK_KEY:
+            column = mask[:, mask_labels.index(tensor.name)] if tensor.name in mask_labels else np.ones(n)
+            _check_probs(tensor.name, arrays[tensor.name].astype(np.float64), column, where)
+    labels = _labels(arrays[LABELS_KEY], output_labels, where) if LABELS_KEY in arrays else None
+    va = _va(arrays[VA_KEY], where) if VA_KEY in arrays else None
+    log.info("%s: %d head rows%s", path, n, "" if labels is None else ", labelled")
+    return HeadRows(out, labels, va, str(path), digest)

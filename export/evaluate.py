@@ -1,0 +1,145 @@
+"""Run FP32 and each candidate precision on held-out data and judge them: the gate step shared by encoders and heads.
+
+A model is judged on up to two evaluation sets: a class set (feeds and the
+class index of each row) for its ``probs``/``logits`` output, through
+:func:`edge_mer_export.gate.gate`, and a valence/arousal set (feeds and,
+where known, ``[n, 2]`` targets) for its ``valence_arousal`` output, through
+:func:`edge_mer_export.va.va_gate`. Without a valence/arousal set such an
+output is compared with FP32 on the class set's inputs. Every model runs
+through the runtime's ONNX Runtime backend; failed candidates' files are
+deleted so only passing precisions reach the bundle.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_mer.backends.base import ModelFile, ModelRef
+from edge_mer.backends.options import BackendOptions
+from edge_mer.backends.registry import create_backend
+from edge_mer.bundle.loader import sha256_file
+from edge_mer.bundle.schema import PrecisionReport, TensorInfo
+from edge_mer.numeric import softmax
+from edge_mer_export.config import ExportConfig
+from edge_mer_export.errors import ExportError
+from edge_mer_export.gate import LATENCY_OPTIONS, GateResult, GateThresholds, gate, measure_latency
+from edge_mer_export.report import PrecisionOutcome
+from edge_mer_export.va import VaThresholds, merge_results, va_gate
+
+log = logging.getLogger(__name__)
+
+Feed = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Held-out feeds of one model, with the class index (``labels``) or V/A ``targets`` of each row."""
+
+    feeds: list[Feed]
+    labels: Sequence[int] | None = None
+    targets: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.feeds:
+            raise ExportError("an evaluation set needs at least one feed")
+
+
+@dataclass(frozen=True)
+class Judged:
+    """Per precision: the manifest record, the report's outcome; and FP32's latency."""
+
+    reports: dict[str, PrecisionReport]
+    outcomes: dict[str, PrecisionOutcome]
+    fp32_latency: dict[str, float]
+
+
+def thresholds_of(cfg: ExportConfig) -> tuple[GateThresholds, VaThresholds]:
+    """The accuracy and valence/arousal thresholds ``cfg`` asks for."""
+    return (GateThresholds(max_accuracy_drop=cfg.max_accuracy_drop, min_agreement=cfg.min_agreement),
+            VaThresholds(max_ccc_drop=cfg.max_ccc_drop))
+
+
+def _ref(path: Path, precision: str) -> ModelRef:
+    return ModelRef(path.stem, precision, {precision: ModelFile(path, sha256_file(path))})
+
+
+def _run(path: Path, precision: str, feeds: list[Feed], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named outputs of the model at ``path`` over every feed, concatenated."""
+    with create_backend(_ref(path, precision), BackendOptions(name="onnxruntime")) as backend:
+        batches = tqdm(feeds, desc=f"evaluating {path.name}", unit=" batches", disable=None)
+        outputs = [backend.infer(f) for f in batches]
+    return {name: np.concatenate([o[name] for o in outputs]) for name in names}
+
+
+def _latency(path: Path, precision: str, feed: Feed, iterations: int) -> dict[str, float]:
+    """Single-thread batch-1 latency of the model at ``path`` on ``feed``."""
+    with create_backend(_ref(path, precision), LATENCY_OPTIONS) as backend:
+        return measure_latency(backend, feed, iterations=iterations)
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    probs: np.ndarray | None
+    va: np.ndarray | None
+
+
+def _outputs(path: Path, precision: str, class_out: TensorInfo | None, va_out: TensorInfo | None,
+             classes: EvalSet | None, va: EvalSet | None) -> _Outputs:
+    """The model's class probabilities (softmaxed logits) and valence/arousal on the sets."""
+    probs = va_values = None
+    if classes is not None and class_out is not None:
+        names = [class_out.name] + ([va_out.name] if va_out is not None and va is None else [])
+        raw = _run(path, precision, classes.feeds, names)
+        probs = raw[class_out.name].astype(np.float64)
+        probs = softmax(probs) if class_out.kind == "logits" else probs
+        va_values = raw.get(va_out.name) if va_out is not None else None
+    if va is not None and va_out is not None:
+        va_values = _run(path, precision, va.feeds, [va_out.name])[va_out.name]
+    return _Outputs(probs, None if va_values is None else va_values.astype(np.float64))
+
+
+def _verdict(reference: _Outputs, candidate: _Outputs, class_out: TensorInfo | None, classes: EvalSet | None,
+             va: EvalSet | None, cfg: ExportConfig) -> GateResult:
+    """The accuracy and valence/arousal verdicts on one candidate, merged."""
+    class_thresholds, va_thresholds = thresholds_of(cfg)
+    class_result = va_result = None
+    if reference.probs is not None and class_out is not None and classes is not None:
+        class_result = gate(reference.probs, candidate.probs, list(classes.labels or ()), len(class_out.labels),
+                            class_thresholds, class_names=class_out.labels)
+    if reference.va is not None:
+        va_result = va_gate(reference.va, candidate.va, None if va is None else va.targets, va_thresholds)
+    return merge_results(class_result, va_result)
+
+
+def judge(cfg: ExportConfig, what: str, fp32: Path, files: dict[str, Path], outputs: Sequence[TensorInfo | None],
+          classes: EvalSet | None, va: EvalSet | None) -> Judged:
+    """Gate every candidate in ``files`` against ``fp32``; delete the files of those that fail.
+
+    ``outputs`` is ``(class output or None, valence/arousal output or None)``.
+    """
+    class_out, va_out = outputs
+    if (class_out is None or classes is None) and (va_out is None or (va is None and classes is None)):
+        raise ExportError(f"{what}: no evaluation data for any output to gate")
+    one = {k: v[:1] for k, v in (classes or va).feeds[0].items()}  # type: ignore[union-attr]
+    reference = _outputs(fp32, "fp32", class_out, va_out, classes, va)
+    fp32_latency = _latency(fp32, "fp32", one, cfg.latency_iterations)
+    reports = {"fp32": PrecisionReport(True, None, round(fp32_latency["p50_ms"], 4), {})}
+    outcomes: dict[str, PrecisionOutcome] = {}
+    for precision, path in files.items():
+        candidate = _outputs(path, precision, class_out, va_out, classes, va)
+        result = _verdict(reference, candidate, class_out, classes, va, cfg)
+        latency = _latency(path, precision, one, cfg.latency_iterations)
+        reports[precision] = result.to_precision_report(round(latency["p50_ms"], 4))
+        outcomes[precision] = PrecisionOutcome(result, latency, reference.probs,
+                                               candidate.probs if reference.probs is not None else None, None)
+        verdict = "passed" if result.passed else "FAILED: " + "; ".join(result.reasons)
+        log.info("%s %s: %s (p50 %.3f ms vs fp32 %.3f ms)", what, precision, verdict, latency["p50_ms"],
+                 fp32_latency["p50_ms"])
+        if not result.passed:
+            path.unlink()
+    return Judged(reports, outcomes, fp32_latency)

@@ -1,0 +1,138 @@
+"""The fusion-head data reader (edge_mer_calibration.head): the .npz format, bounds and one-line refusals."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_mer.errors import InputError
+from edge_mer_calibration.head import MAX_ROWS, read_head_npz
+from export_models import HEAD_INPUTS, HEAD_LABELS, head_rows, write_claimed_npz, write_head_npz
+
+
+def _read(path: Path, **kwargs: object):
+    return read_head_npz(path, HEAD_INPUTS, HEAD_LABELS, **kwargs)
+
+
+def test_rows_feeds_and_labels_round_trip(tmp_path: Path) -> None:
+    rows = head_rows(70, seed=1)
+    data = _read(write_head_npz(tmp_path / "eval.npz", rows))
+    assert len(data) == 70 and data.labels == tuple(rows["labels"].tolist()) and data.va is None
+    assert {k: v.dtype for k, v in data.arrays.items()} == {"face": np.float32, "speech": np.float32,
+                                                             "mask": np.float32}
+    feeds = data.feeds(32)
+    assert [f["face"].shape for f in feeds] == [(32, 7), (32, 7), (6, 7)]
+    np.testing.assert_array_equal(np.concatenate([f["mask"] for f in feeds]), rows["mask"])
+    part = data.subset([3, 1])
+    assert part.labels == (rows["labels"][3], rows["labels"][1]) and len(part.row_keys()) == 2
+    assert part.row_keys() <= data.row_keys()
+
+
+def test_calibration_rows_need_no_labels_and_float64_is_cast(tmp_path: Path) -> None:
+    rows = {k: v.astype(np.float64) for k, v in head_rows(10, seed=2).items() if k != "labels"}
+    data = _read(write_head_npz(tmp_path / "calib.npz", rows), need_labels=False)
+    assert data.labels is None and data.arrays["face"].dtype == np.float32
+
+
+def test_valence_arousal_targets_only_where_the_head_has_that_output(tmp_path: Path) -> None:
+    rows = head_rows(8, seed=3)
+    rows["valence_arousal"] = np.linspace(-1, 1, 16).reshape(8, 2)
+    path = write_head_npz(tmp_path / "va.npz", rows)
+    assert _read(path, allow_va=True).va.shape == (8, 2)
+    with pytest.raises(InputError, match="unexpected array 'valence_arousal.npy'"):
+        _read(path)
+
+
+def _edit(rows: dict[str, np.ndarray], case: str) -> dict[str, np.ndarray]:
+    rows = dict(rows)
+    if case == "wrong width":
+        rows["face"] = rows["face"][:, :6]
+    elif case == "missing input":
+        del rows["speech"]
+    elif case == "missing labels":
+        del rows["labels"]
+    elif case == "unknown label":
+        rows["labels"] = rows["labels"].copy()
+        rows["labels"][3] = "joy"
+    elif case == "row counts differ":
+        rows["mask"] = rows["mask"][:-1]
+    elif case == "extra array":
+        rows["weights"] = np.ones((len(rows["mask"]), 1))
+    elif case == "mask not 0/1":
+        rows["mask"] = rows["mask"] * 0.5
+    elif case == "empty mask row":
+        rows["face"][2], rows["speech"][2], rows["mask"][2] = 0.0, 0.0, 0.0
+    elif case == "masked input not zero":
+        i = int(np.flatnonzero(rows["mask"][:, 0] == 0)[0])
+        rows["face"][i, 0] = 0.3
+    elif case == "not probabilities":
+        rows["speech"][np.flatnonzero(rows["mask"][:, 1] == 1)[0]] = 0.9
+    elif case == "nan":
+        rows["face"][0, 0] = np.nan
+    elif case == "integer input":
+        rows["face"] = (rows["face"] > 0.5).astype(np.int64)
+    elif case == "object labels":
+        rows["labels"] = rows["labels"].astype(object)
+    elif case == "3-d input":
+        rows["face"] = rows["face"][:, :, None]
+    return rows
+
+
+CASES = {
+    "wrong width": "array 'face' has shape [20, 6], the head's input is [rows, 7]",
+    "missing input": "lacks array 'speech'",
+    "missing labels": "lacks array 'labels'",
+    "unknown label": "labels row 3 is 'joy', not one of the head's output labels",
+    "row counts differ": "arrays have different row counts",
+    "extra array": "unexpected array 'weights.npy'",
+    "mask not 0/1": "mask values must be 0 or 1",
+    "empty mask row": "mask row 2 is all zero",
+    "masked input not zero": "is masked out (mask 0) but not all zero",
+    "not probabilities": "is not probabilities",
+    "nan": "input 'face' has NaN or infinite values",
+    "integer input": "dtype int64, expected float16, float32 or float64",
+    "object labels": "expected a 1-d unicode string array",
+    "3-d input": "shape [20, 7, 1], expected [rows, width]",
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_malformed_head_data_is_one_line_input_error(tmp_path: Path, case: str) -> None:
+    rows = _edit({k: v.copy() for k, v in head_rows(20, seed=4).items()}, case)
+    np.savez(tmp_path / "bad.npz", **rows)  # object arrays are pickled by savez: the reader must refuse them
+    with pytest.raises(InputError) as caught:
+        _read(tmp_path / "bad.npz")
+    message = str(caught.value)
+    assert CASES[case] in message and "\n" not in message and str(tmp_path / "bad.npz") in message
+
+
+def test_a_header_claiming_a_billion_rows_is_refused_before_reading(tmp_path: Path) -> None:
+    path = write_claimed_npz(tmp_path / "huge.npz", "face", (10**9, 7))
+    with pytest.raises(InputError, match=f"array 'face': 1000000000 rows, expected 1..{MAX_ROWS}"):
+        _read(path)
+    with pytest.raises(InputError, match="rows, expected 1..5"):
+        _read(write_head_npz(tmp_path / "six.npz", head_rows(6, seed=5)), max_rows=5)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a zip at all", "is not a readable .npz file"),
+    (b"PK\x03\x04" + b"\x00" * 40, "is not a readable .npz file"),
+])
+def test_files_that_are_not_npz_archives(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "x.npz"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        _read(path)
+    with pytest.raises(InputError, match="does not exist"):
+        _read(tmp_path / "absent.npz")
+
+
+def test_truncated_array_data_and_fortran_order(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a readable .npz file"):
+        _read(write_claimed_npz(tmp_path / "short.npz", "face", (100, 7)))
+    rows = head_rows(5, seed=6)
+    rows["face"] = np.asfortranarray(rows["face"])
+    np.savez(tmp_path / "f.npz", **rows)
+    with pytest.raises(InputError, match="Fortran-ordered"):
+        _read(tmp_path / "f.npz")
