@@ -167,7 +167,7 @@ def heldout_bundle(source: Path, out: Path, models: Mapping[str, Path]) -> Path:
         spec = bundle.encoder(name)
         rel = spec.models["fp32"].path
         shutil.copyfile(model, out / rel)
-        encoders[name] = replace(spec, models={"fp32": file_entry(out, rel)})
+        encoders[name] = replace(spec, models={"fp32": file_entry(out, rel)}, precisions={})  # fp32 only
     write_manifest(out, replace(bundle.manifest, encoders=encoders))
     return out
 

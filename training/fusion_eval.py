@@ -30,6 +30,7 @@ LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise")
 SCENARIOS = (("face", "speech"), ("face", "speech", "eeg"), ("face", "speech", "eeg_cyton"), ("face", "eeg"),
              ("speech", "eeg"), ("face",), ("speech",))
 SEED = 2024
+UNCHECKED = "learned_unchecked"
 
 
 def results_for(bundle, feeds: dict[str, np.ndarray], i: int) -> list[ModalityResult]:  # noqa: ANN001
@@ -46,6 +47,9 @@ def evaluate(bundle_path: Path, n: int, precision: str) -> dict:
     bundle = load_bundle(bundle_path)
     pools = Pools(bundle.manifest, heldout.load(), "B")
     rules = {name: create_rule(name, bundle=bundle, precision=precision) for name in RULES}
+    # The head without its modality check, to show what the check does.
+    rules[UNCHECKED] = create_rule("learned", bundle=bundle, precision=precision, min_confidence=0.0,
+                                   single_passthrough=False, min_skill=0.0)
     weights = bundle.manifest.fusion.weights
     report = {}
     for s, present in enumerate(SCENARIOS):
@@ -63,7 +67,7 @@ def evaluate(bundle_path: Path, n: int, precision: str) -> dict:
         best = max(accuracy[m] for m in present)
         report["+".join(present)] = {"accuracy": accuracy, "best_single": best, "n": n}
         log.info("%-24s best single %.3f | %s", "+".join(present), best,
-                 " ".join(f"{k} {v:.3f}" for k, v in accuracy.items() if k in rules))
+                 " ".join(f"{k} {v:.3f}" for k, v in accuracy.items() if k not in present))
     for rule in rules.values():
         rule.close()
     return report

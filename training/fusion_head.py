@@ -13,8 +13,8 @@ kept), and the EEG slot is the synthetic-board or the Cyton montage at
 random, so the head learns to fuse whatever is present through its mask.
 
 The head (stacked generalisation, a multinomial logistic regression over the
-encoders' log-probabilities): ``logits = sum_m mask_m * W_m log p_m +
-V mask + b``, softmax over the 8 fused labels. Validation pairs split ``B``
+encoders' log-probabilities): ``logits = W [mask_m log p_m ..., mask]
++ b``, softmax over the 8 fused labels. Validation pairs split ``B``
 (CK+48 faces of other people, speakers of folds 2-3, GU subjects 7 8 10 11),
 which neither the encoders, the temperatures nor the head saw, over every
 subset of modalities, with the package's own rules beside it.
@@ -43,24 +43,30 @@ log = logging.getLogger("training.fusion_head")
 
 SEED = 11
 FLOOR = 1e-4
+#: Weight decays tried by :func:`select_weight_decay` (on split A only).
+WEIGHT_DECAYS = (1e-3, 1e-2, 0.1, 0.3, 1.0)
 HEAD_FILE = "fusion/stacked_head.onnx"
 EVAL_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise")  # what CK+48 (split B's faces) has
 
 
 class StackedHead(nn.Module):
-    """``softmax(sum_m mask_m * W_m log p_m + V mask + b)``: inputs named after the encoders, plus ``mask``."""
+    """``softmax(W [mask_m * log p_m ..., mask] + b)``: inputs named after the encoders, plus ``mask``.
+
+    One linear layer over the concatenation, not one per encoder summed: the
+    INT8 export then quantizes one MatMul input (log-probabilities in
+    [log 1e-4, 0] and the 0/1 mask) instead of a chain of Adds whose partial
+    logits would each be rounded.
+    """
 
     def __init__(self, widths: dict[str, int], n_labels: int) -> None:
         super().__init__()
-        self.encoders = nn.ModuleDict({name: nn.Linear(width, n_labels, bias=False) for name, width in widths.items()})
-        self.presence = nn.Linear(len(widths), n_labels)
+        self.names = tuple(widths)
+        self.linear = nn.Linear(sum(widths.values()) + len(widths), n_labels)
 
     def logits(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = feeds["mask"]
-        out = self.presence(mask)
-        for i, (name, layer) in enumerate(self.encoders.items()):
-            out = out + mask[:, i:i + 1] * layer(torch.log(torch.clamp(feeds[name], min=FLOOR)))
-        return out
+        parts = [mask[:, i:i + 1] * torch.log(torch.clamp(feeds[name], min=FLOOR)) for i, name in enumerate(self.names)]
+        return self.linear(torch.cat(parts + [mask], dim=1))
 
     def forward(self, face: torch.Tensor, speech: torch.Tensor, eeg: torch.Tensor, eeg_cyton: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
@@ -68,16 +74,20 @@ class StackedHead(nn.Module):
         return torch.softmax(self.logits(feeds), dim=1)
 
 
-def train_head(pools: Pools, labels: tuple[str, ...], steps: int = 3000, batch: int = 256) -> StackedHead:
+def train_head(pools: Pools, labels: tuple[str, ...], weight_decay: float, steps: int = 3000, batch: int = 256,
+               rows: int = 100_000) -> StackedHead:
+    """Adam on minibatches of ``rows`` pairings drawn once (with modality dropout), cross-entropy."""
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)
+    feeds, y = pairings(pools, labels, rows, rng)
+    data = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    target = torch.from_numpy(y)
     head = StackedHead({name: pools.rows[name].shape[1] for name in ENCODERS}, len(labels))
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-3)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for step in range(steps):
-        feeds, y = pairings(pools, labels, batch, rng)
-        loss = nn.functional.cross_entropy(head.logits({k: torch.from_numpy(v) for k, v in feeds.items()}),
-                                           torch.from_numpy(y))
+        idx = torch.from_numpy(rng.integers(rows, size=batch))
+        loss = nn.functional.cross_entropy(head.logits({k: v[idx] for k, v in data.items()}), target[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -85,6 +95,44 @@ def train_head(pools: Pools, labels: tuple[str, ...], steps: int = 3000, batch: 
         if step % 1000 == 0:
             log.info("step %d: loss %.4f", step, float(loss))
     return head.eval()
+
+
+def inner_split(outputs: dict) -> dict:
+    """Split A cut in two by person, for choosing the weight decay without touching split B.
+
+    ``A1``: every other speaker of folds 0-1, GU subjects 1 2, even FER2013 rows; ``A2``: the other
+    speakers, subjects 3 6, odd rows.
+    """
+    out = {}
+    for name, rows in outputs.items():
+        splits = rows["splits"].astype("<U2")
+        a = splits == "A"
+        if name == "face":
+            first = np.arange(len(splits)) % 2 == 0
+        elif name == "speech":
+            first = np.isin(rows["groups"], [g for g in np.unique(rows["groups"][a])][0::2])
+        else:
+            first = np.isin(rows["groups"], ["sub1", "sub2"])
+        splits[a & first], splits[a & ~first] = "A1", "A2"
+        out[name] = dict(rows, splits=splits)
+    return out
+
+
+@torch.no_grad()
+def pairing_accuracy(head: StackedHead, pools: Pools, labels: tuple[str, ...], n: int = 20_000) -> float:
+    feeds, y = pairings(pools, labels, n, np.random.default_rng(SEED + 3))
+    probs = head.logits({k: torch.from_numpy(v) for k, v in feeds.items()})
+    return float((probs.argmax(1).numpy() == y).mean())
+
+
+def select_weight_decay(manifest: Manifest, outputs: dict, labels: tuple[str, ...], steps: int) -> float:
+    """The weight decay whose head, trained on half of split A's people, is most accurate on the other half."""
+    inner = inner_split(outputs)
+    train, val = Pools(manifest, inner, "A1"), Pools(manifest, inner, "A2")
+    scores = {wd: pairing_accuracy(train_head(train, labels, wd, steps), val, labels) for wd in WEIGHT_DECAYS}
+    for wd, score in scores.items():
+        log.info("weight decay %g: %.4f on the inner validation half of split A", wd, score)
+    return max(scores, key=scores.get)
 
 
 def export_head(head: StackedHead, path: Path, widths: dict[str, int]) -> None:
@@ -142,7 +190,9 @@ def main() -> None:
     labels = fused_labels(manifest)
     outputs = heldout.load()
     train_pools = Pools(manifest, outputs, "A")
-    head = train_head(train_pools, labels, args.steps)
+    weight_decay = select_weight_decay(manifest, outputs, labels, args.steps)
+    log.info("weight decay %g", weight_decay)
+    head = train_head(train_pools, labels, weight_decay, args.steps)
     export_head(head, args.bundle / HEAD_FILE, {name: train_pools.rows[name].shape[1] for name in ENCODERS})
     fusion = manifest.fusion
     update_fusion(args.bundle, FusionSpec(

@@ -67,8 +67,7 @@ def face_outputs(shared: Path) -> dict[str, np.ndarray]:
 
 
 def speech_outputs(shared: Path) -> dict[str, np.ndarray]:
-    from speech import cached_features  # torch: only this part needs the training environment
-    from speech_data import LABELS, assign_folds, load_corpora
+    from speech_data import LABELS, assign_folds, cached_features, load_corpora
 
     clips = load_corpora(shared)
     data = cached_features(clips, Path("/tmp/edge-mer-speech-features.pkl"))

@@ -18,6 +18,9 @@ reverberation (a synthetic exponentially decaying impulse response, RT60
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,7 @@ CORPORA = ("emodb", "ravdess", "tess")
 RATE = 16000
 WINDOW_S, HOP_S = 2.0, 0.5
 N_FOLDS = 4
+AUGMENTED_PER_CLIP = 4
 SEED = 1234
 PARAMS = AudioParams(sample_rate=RATE, n_fft=512, win_length=400, hop_length=160, n_mels=64, fmin=20.0,
                      fmax=8000.0, log="db", top_db=80.0, cmvn="utterance", min_seconds=1.0, vad_threshold_db=-45.0)
@@ -183,3 +187,36 @@ def training_crops(pre: AudioPreprocessor, audio: np.ndarray, rng: np.random.Gen
 def params_frames(params: AudioParams) -> int:
     """Frames in one 2 s window for these parameters."""
     return 1 + int(WINDOW_S * params.sample_rate) // params.hop_length
+
+
+class Features:
+    """Per clip: the clean daemon windows (scoring) and the augmented crops (training)."""
+
+    def __init__(self, clean: list[list[np.ndarray]], augmented: list[list[np.ndarray]], labels: np.ndarray) -> None:
+        self.clean, self.augmented, self.labels = clean, augmented, labels
+
+    @classmethod
+    def compute(cls, clips: list[Clip], seed: int = SEED) -> Features:
+        pre = AudioPreprocessor(PARAMS)
+        rng = np.random.default_rng(seed)
+        return cls([clip_windows(pre, c.audio) for c in clips],
+                   [training_crops(pre, c.audio, rng, AUGMENTED_PER_CLIP) for c in clips],
+                   np.array([c.label for c in clips]))
+
+
+def cached_features(clips: list[Clip], cache: Path) -> Features:
+    """The features of ``clips``, from ``cache`` when it was written for the same clips and parameters.
+
+    The cache holds plain lists and arrays (no class), so any script can read it.
+    """
+    key = hashlib.sha256(json.dumps([[c.path, c.label] for c in clips] + [repr(PARAMS), SEED,
+                                                                           AUGMENTED_PER_CLIP]).encode()).hexdigest()
+    if cache.is_file():
+        with cache.open("rb") as handle:
+            stored_key, stored = pickle.load(handle)  # our own cache file, written below
+        if stored_key == key:
+            return Features(*stored)
+    data = Features.compute(clips)
+    with cache.open("wb") as handle:
+        pickle.dump((key, (data.clean, data.augmented, data.labels)), handle)
+    return data

@@ -172,14 +172,20 @@ class Bundle:
             shapes = "; ".join(f"{t.name} {t.dtype}[{', '.join(str(d) for d in t.shape)}]" for t in enc.inputs)
             metric = next(iter(enc.metrics), None)
             measured = f", {metric.name} {metric.value:.3f} on {metric.dataset} ({metric.split})" if metric else ""
+            cal = enc.calibration
+            calibrated = f", temperature {cal.temperature:g} (ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f})" \
+                if cal is not None else ""
             lines.append(f"  {name}: {enc.modality}, precisions {'/'.join(enc.models)}, input {shapes}, "
-                         f"{len(enc.labels)} labels{measured}")
+                         f"{len(enc.labels)} labels{measured}{calibrated}")
         weights = ", ".join(f"{k}={v:g}" for k, v in m.fusion.weights.items()) or "equal"
         for name, det in m.detectors.items():
             d = det.decoding
             lines.append(f"  detector {name}: precisions {'/'.join(det.models)}, input {d.input_size[0]}x"
                          f"{d.input_size[1]}, {d.num_anchors} anchors, {d.num_keypoints} keypoints")
-        lines.append(f"  fusion: {m.fusion.rule} (weights {weights}; half-life {m.fusion.smoothing_half_life_s:g} s)")
+        head = m.fusion.head
+        heads = f"; head precisions {'/'.join(head.models)}" if head is not None else ""
+        lines.append(f"  fusion: {m.fusion.rule} (weights {weights}; half-life {m.fusion.smoothing_half_life_s:g} s"
+                     f"{heads})")
         return "\n".join(lines)
 
 

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_mer.config import key_text, require
+from edge_mer.fusion.learned import LearnedHead, LearnedOptions
 from edge_mer.fusion.registry import RULE_NAMES
 from edge_mer.fusion.reliability import ReliabilityOptions, ReliabilityRule
 
 log = logging.getLogger(__name__)
 
 #: Rules whose options are a sub-table of ``[fusion]``: rule name -> the :class:`FusionConfig` field holding them.
-RULE_TABLES: dict[str, str] = {ReliabilityRule.name: "reliability"}
+RULE_TABLES: dict[str, str] = {ReliabilityRule.name: "reliability", LearnedHead.name: "learned"}
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,15 @@ class FusionConfig:
 
     ``rule`` is a name of :data:`edge_mer.fusion.registry.RULES`; ``weights``
     are per encoder, each in 0..1e6 (relative; at least one encoder of a run must weigh more than 0).
-    ``reliability`` (``[fusion.reliability]``) is the ``reliability`` rule's
-    options, used when that is the run's rule.
+    ``reliability`` (``[fusion.reliability]``) and ``learned``
+    (``[fusion.learned]``) are those rules' options, used when that is the run's rule.
     """
 
     rule: str | None = None
     weights: dict[str, float] = field(default_factory=dict)
     half_life_s: float | None = None
     reliability: ReliabilityOptions = field(default_factory=ReliabilityOptions)
+    learned: LearnedOptions = field(default_factory=LearnedOptions)
 
     def __post_init__(self) -> None:
         require(self.rule is None or self.rule in RULE_NAMES,

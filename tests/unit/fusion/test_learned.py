@@ -13,8 +13,8 @@ from edge_mer.bundle.loader import Bundle
 from edge_mer.bundle.schema import (FORMAT, AffectSpace, EncoderSpec, FusionHead, FusionSpec, Manifest, Provenance,
                                     TensorInfo)
 from edge_mer.bundle.writer import file_entry, write_manifest
-from edge_mer.errors import BundleError
-from edge_mer.fusion.learned import LearnedHead, head_layout
+from edge_mer.errors import BundleError, ConfigError
+from edge_mer.fusion.learned import LearnedHead, LearnedOptions, head_layout
 from edge_mer.fusion.registry import create_rule
 from edge_mer.fusion.rules import WeightedMean
 from edge_mer.names import ReasonCode
@@ -134,8 +134,11 @@ def results(speech_valid: bool = True) -> list[ModalityResult]:
     return [ModalityResult("face", "face", True, None, FACE), speech]
 
 
+UNCHECKED = LearnedOptions(min_confidence=0.0, single_passthrough=False, min_skill=0.0)
+
+
 def test_learned_head_matches_numpy(head_bundle: Bundle) -> None:
-    with LearnedHead(head_bundle, backend_options=ORT) as head:
+    with LearnedHead(head_bundle, backend_options=ORT, options=UNCHECKED) as head:
         fused = head.fuse(results(), head_bundle.manifest.fusion.weights)
         assert list(fused) == list(OUT_LABELS)
         face = np.array([FACE[label] for label in CANONICAL_LABELS])
@@ -156,11 +159,53 @@ def test_learned_head_matches_numpy(head_bundle: Bundle) -> None:
         assert head.fuse([ModalityResult.invalid("face", "face", ReasonCode.NO_FACE)], {}) is None
 
 
+def test_the_modality_check_masks_an_uninformative_result_and_a_lone_one_passes_through(head_bundle: Bundle) -> None:
+    uniform = dict.fromkeys(SPEECH_LABELS, 1 / 7)
+    face = ModalityResult("face", "face", True, None, FACE)
+    with LearnedHead(head_bundle, backend_options=ORT) as head:
+        # speech silent: face alone is returned as it is, not re-mapped by the head
+        assert head.fuse(results(speech_valid=False), {}) == pytest.approx(FACE, abs=1e-12)
+        # speech uniform: confidence 0 < 0.1, masked out, so face alone again
+        assert head.fuse([face, ModalityResult("speech", "speech", True, None, uniform)], {}) == \
+            pytest.approx(FACE, abs=1e-12)
+        # both informative: the head runs
+        assert list(head.fuse(results(), {})) == list(OUT_LABELS)
+        # every result uninformative: all are kept and the head runs on them
+        flat = ModalityResult("face", "face", True, None, dict.fromkeys(CANONICAL_LABELS, 1 / 7))
+        assert list(head.fuse([flat, ModalityResult("speech", "speech", True, None, uniform)], {})) == list(OUT_LABELS)
+    with LearnedHead(head_bundle, backend_options=ORT, options=UNCHECKED) as head:
+        assert list(head.fuse(results(speech_valid=False), {})) == list(OUT_LABELS)
+
+
+def test_an_encoder_below_min_skill_is_masked_out(head_bundle: Bundle) -> None:
+    with LearnedHead(head_bundle, backend_options=ORT) as head:
+        # speech's skill 0.05 < 0.1: masked, so face passes through alone
+        assert head.fuse(results(), {"face": 0.6, "speech": 0.05}) == pytest.approx(FACE, abs=1e-12)
+        # no weights given: no skill to judge by, both go to the head
+        assert list(head.fuse(results(), {})) == list(OUT_LABELS)
+    with LearnedHead(head_bundle, backend_options=ORT, options=LearnedOptions(min_skill=0.0)) as head:
+        assert list(head.fuse(results(), {"face": 0.6, "speech": 0.05})) == list(OUT_LABELS)
+
+
+def test_learned_options_are_checked(head_bundle: Bundle) -> None:
+    with pytest.raises(ConfigError, match=r"min_confidence must be a number in 0\.\.1, got 2"):
+        LearnedOptions(min_confidence=2)
+    with pytest.raises(ConfigError, match="single_passthrough must be true or false"):
+        LearnedOptions(single_passthrough="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="fusion rule 'learned'"):
+        create_rule("learned", bundle=head_bundle, backend_options=ORT, eps=0.1)
+    rule = create_rule("learned", bundle=head_bundle, backend_options=ORT, min_confidence=0.3)
+    try:
+        assert isinstance(rule, LearnedHead) and rule.options.min_confidence == 0.3
+    finally:
+        rule.close()
+
+
 def test_logits_output_is_softmaxed(head_bundle: Bundle, tmp_path: Path) -> None:
     make_head_model(head_bundle.root / "fusion" / "logits.onnx", output_op="Identity")
     head = dataclasses.replace(head_spec(head_bundle.root, kind="logits"),
                                models={"fp32": file_entry(head_bundle.root, "fusion/logits.onnx")})
-    with LearnedHead(head_bundle, head, backend_options=ORT) as rule:
+    with LearnedHead(head_bundle, head, backend_options=ORT, options=UNCHECKED) as rule:
         fused = rule.fuse(results(), {})
     face = np.array([FACE[label] for label in CANONICAL_LABELS])
     speech = np.array([SPEECH[label] for label in HEAD_SPEECH])

@@ -215,11 +215,13 @@ def test_default_bundle_label_sets(rule_name: str) -> None:
         assert list(fused) == [*CANONICAL_LABELS, *([] if speech_out else ["boredom"])]
         assert np.isfinite(values).all() and (values >= 0).all() and values.sum() == pytest.approx(1.0, abs=1e-12)
     if rule_name == "weighted_mean":
-        # boredom: only speech has it; face and both EEG encoders each give it 1/8 (uniform share of 8 labels)
+        # boredom: only speech has it; face and both EEG encoders each give it 1/8 (uniform share of 8 labels),
+        # speech its own probability times the share of the 8 fused labels it covers
         by_name = {r.encoder: r for r in results}
         total = sum(weights.values())
         others = (weights["face"] + weights["eeg"] + weights["eeg_cyton"]) / total
-        expected = weights["speech"] / total * 7 / 8 * by_name["speech"].probs["boredom"] + others / 8
+        share = len(by_name["speech"].probs) / 8
+        expected = weights["speech"] / total * share * by_name["speech"].probs["boredom"] + others / 8
         assert fused["boredom"] == pytest.approx(expected, abs=1e-12)
 
 
