@@ -6,6 +6,8 @@ bundle left behind.
 """
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_mer.bundle import default_bundle_path
+from edge_mer.bundle import default_bundle_path, load_bundle
+from edge_mer.bundle.writer import write_manifest
 from export_models import (face_images, head_bundle, head_rows, va_bundle, write_claimed_npz, write_head_npz,
                            write_va_csv)
 
@@ -31,7 +34,16 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "head": head_bundle(root / "head_bundle"), "va": va_bundle(root / "va_bundle", "face", False),
             "eval": write_head_npz(root / "eval.npz", head_rows(40, seed=1)),
             "calib": write_head_npz(root / "calib.npz", head_rows(30, seed=2)),
-            "csv": write_va_csv(root / "va" / "va.csv", images, seed=3)}
+            "csv": write_va_csv(root / "va" / "va.csv", images, seed=3), "headless": _headless(root / "headless")}
+
+
+def _headless(root: Path) -> Path:
+    """The default bundle without its fusion head (the default bundle ships one)."""
+    bundle = load_bundle(default_bundle_path())
+    shutil.copytree(bundle.root, root)
+    fusion = dataclasses.replace(bundle.manifest.fusion, rule="weighted_mean", head=None)
+    write_manifest(root, dataclasses.replace(bundle.manifest, fusion=fusion))
+    return root
 
 
 def _npz(edit: Callable[[dict[str, np.ndarray]], None]) -> Callable[[Path], Path]:
@@ -80,7 +92,7 @@ CASES = {
     "calib shares rows": ("head", lambda p: write_head_npz(p, {k: v[:10] for k, v in head_rows(40, seed=1).items()}),
                           ["--head-eval", "{eval}", "--head-calib", "{file}"], "10 rows of --head-calib"),
     "int8 without head calib": ("head", None, ["--head-eval", "{eval}"], "give --head-calib NPZ"),
-    "bundle without head": ("default", None, ["--head-eval", "{eval}"], "has no fusion.head to export"),
+    "bundle without head": ("headless", None, ["--head-eval", "{eval}"], "has no fusion.head to export"),
     "head calib without eval": ("head", None, ["--head-calib", "{calib}"], "head_calib needs head_eval"),
     "csv bad valence": ("va", _csv("img/img1_000.png,high,0.1\n"), VA, "row 2: valence 'high' is not a number"),
     "csv arousal out of range": ("va", _csv("img/img1_000.png,0.1,-7\n"), VA, "row 2: arousal '-7' is not a number"),

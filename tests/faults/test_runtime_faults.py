@@ -103,17 +103,16 @@ def _nan_head_bundle(root: Path) -> Path:
              helper.make_node("Div", ["zero", "zero"], ["probs"])]
     graph = helper.make_graph(nodes, "nan_head", [
         helper.make_tensor_value_info("face", TensorProto.FLOAT, [1, 7]),
-        helper.make_tensor_value_info("speech", TensorProto.FLOAT, [1, 7]),
+        helper.make_tensor_value_info("speech", TensorProto.FLOAT, [1, len(speech)]),
         helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, len(out)])],
-        initializer=[numpy_helper.from_array(np.zeros((16, len(out)), np.float32), "Z")])
+        initializer=[numpy_helper.from_array(np.zeros((9 + len(speech), len(out)), np.float32), "Z")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    (root / "fusion").mkdir()
-    onnx.save(model, str(root / "fusion" / "head.onnx"))
-    head = FusionHead(models={"fp32": file_entry(root, "fusion/head.onnx")},
+    onnx.save(model, str(root / "fusion" / "nan_head.onnx"))
+    head = FusionHead(models={"fp32": file_entry(root, "fusion/nan_head.onnx")},
                       inputs=(TensorInfo("face", (1, 7), kind="probs", labels=face),
-                              TensorInfo("speech", (1, 7), kind="probs", labels=speech),
+                              TensorInfo("speech", (1, len(speech)), kind="probs", labels=speech),
                               TensorInfo("mask", (1, 2), labels=("face", "speech"))),
                       outputs=(TensorInfo("probs", (1, len(out)), kind="probs", labels=out),))
     fusion = FusionSpec(rule="learned", weights={"face": 1.0, "speech": 1.0}, head=head)
@@ -123,8 +122,10 @@ def _nan_head_bundle(root: Path) -> Path:
 
 def test_a_nan_fusion_head_costs_the_fused_estimate_not_the_daemon(tmp_path: Path) -> None:
     bundle = _nan_head_bundle(tmp_path / "bundle")
+    # The modality check off, so the head runs on every tick (a lone face would pass it by).
     config = from_dict(RunConfig, {"replay": str(DEMO), "fast": True, "rate_hz": 4.0, "eeg": {"enabled": False},
-                                   "outputs": {"jsonl": str(tmp_path / "d.jsonl")}})
+                                   "outputs": {"jsonl": str(tmp_path / "d.jsonl")},
+                                   "fusion": {"learned": {"min_confidence": 0.0, "single_passthrough": False}}})
     with build_daemon(config, load_bundle(bundle)) as run:
         run.run(threading.Event())
         health = run.daemon.health(32_000_000_000)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from edge_mer.backends.options import BackendOptions
-from edge_mer.bundle import load_bundle
-from edge_mer.fusion.learned import LearnedHead
+from edge_mer.bundle import default_bundle_path, load_bundle
+from edge_mer.fusion.learned import LearnedHead, LearnedOptions
 from edge_mer.names import ReasonCode
 from edge_mer.results import ModalityResult
 from edge_mer.sessions import demo_session_path
@@ -60,7 +60,8 @@ def test_head_fp16_and_int8_pass_the_default_gate_and_are_recorded(head_only) ->
         assert report.metrics["agreement"] >= 0.97 and report.metrics["accuracy_drop_pt"] <= 1.0
     assert head.precisions["fp32"].passed
     check_qdq(bundle.path(head.models["int8"]))
-    assert all(set(e.models) == {"fp32"} for e in bundle.manifest.encoders.values())  # no encoder selected
+    source = load_bundle(default_bundle_path()).manifest.encoders  # no encoder selected: each keeps its files
+    assert all(set(e.models) == set(source[n].models) for n, e in bundle.manifest.encoders.items())
 
 
 def test_the_report_has_a_fusion_head_section(head_only) -> None:
@@ -85,7 +86,9 @@ def test_the_exported_int8_head_fuses_like_fp32(head_only) -> None:
                               code=ReasonCode.SILENCE)]
     fused = {}
     for precision in ("fp32", "int8"):
-        with LearnedHead(bundle, precision=precision, backend_options=BackendOptions(name="onnxruntime")) as rule:
+        # The modality check off: a lone face would otherwise be passed through without the head.
+        with LearnedHead(bundle, precision=precision, backend_options=BackendOptions(name="onnxruntime"),
+                         options=LearnedOptions(min_confidence=0.0, single_passthrough=False, min_skill=0.0)) as rule:
             assert rule.precision == precision
             fused[precision] = rule.fuse(results, {"face": 1.0, "speech": 1.0})
     assert max(fused["int8"], key=fused["int8"].get) == max(fused["fp32"], key=fused["fp32"].get) == "happy"
@@ -131,7 +134,8 @@ def test_the_daemon_runs_the_int8_head_with_int8_encoders(full_export) -> None:
     manifest = load_bundle(out).manifest
     assert {"int8", "fp16"} <= set(manifest.fusion.head.models) and "int8" in manifest.encoders["face"].models
     run = _cli("--log-level", "INFO", "run", "--replay", str(demo_session_path()), "--fast", "--bundle", str(out),
-               "--fusion-rule", "learned", "--precision", "int8", "--no-eeg", "--rate-hz", "1")
+               "--fusion-rule", "learned", "--precision", "int8", "--no-eeg", "--rate-hz", "1",
+               "--no-head-passthrough", "--head-min-confidence", "0", "--head-min-skill", "0")  # the head every tick
     assert run.returncode == 0, run.stderr[-3000:]
     assert "fusion_head: head.int8.onnx" in run.stderr
     decisions = [json.loads(line) for line in run.stdout.splitlines()]

@@ -18,6 +18,7 @@ from edge_mer.backends.registry import create_backend
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.bundle.labels import to_canonical
 from edge_mer.bundle.loader import Bundle
+from edge_mer.numeric import temperature_scale
 from edge_mer.pipeline.runners import EegRunner, FaceRunner, ModalityRunner, choose_eeg_encoder
 from edge_mer.preprocess.face import FacePreprocessor
 from edge_mer.preprocess.face_detect import FaceDetectorOptions, create_detector
@@ -133,7 +134,9 @@ def _reference(bundle: Bundle, backend: Backend, frames_in_order: list[np.ndarra
             out.append(None)
             continue
         probs = backend.infer({spec.inputs[0].name: pre.prepare([frame], [box])})[spec.class_output.name]
-        out.append(np.asarray(probs[0], dtype=np.float64))
+        row = np.asarray(probs[:1], dtype=np.float64)
+        # The runner calibrates every frame's row before averaging, as the manifest says.
+        out.append((row if spec.calibration is None else temperature_scale(row, spec.calibration.temperature))[0])
     return out
 
 
