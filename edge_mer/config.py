@@ -210,14 +210,12 @@ def _json_depth_ok(text: str, max_depth: int) -> bool:
     return True
 
 
-def read_json(path: str | Path, what: str, error: type[EdgeMerError] = ConfigError, *,
-              max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """An untrusted JSON file parsed, or one ``error`` line: missing, unreadable, too large, too deep, invalid.
+def read_text(path: str | Path, what: str, error: type[EdgeMerError] = ConfigError, *, max_bytes: int,
+              encoding: str = "utf-8") -> str:
+    """An untrusted text file's content, or one ``error`` line: missing, unreadable, too large, not ``encoding``.
 
-    ``what`` names the file in messages (e.g. ``"session.json"``). The size is
-    checked before reading and the nesting before parsing, so neither a huge
-    nor a deeply nested file can exhaust memory or the stack. Messages never
-    quote the file's content.
+    The size is checked before reading and again on what was read (a file
+    that grows meanwhile); messages never quote the content.
     """
     path = Path(path)
     try:
@@ -233,9 +231,21 @@ def read_json(path: str | Path, what: str, error: type[EdgeMerError] = ConfigErr
     if len(raw) > max_bytes:  # it grew while we looked
         raise error(f"{what} {path}: more than the {max_bytes} bytes this file may have")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise error(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+
+
+def read_json(path: str | Path, what: str, error: type[EdgeMerError] = ConfigError, *,
+              max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """An untrusted JSON file parsed, or one ``error`` line: missing, unreadable, too large, too deep, invalid.
+
+    ``what`` names the file in messages (e.g. ``"session.json"``). The size is
+    checked before reading and the nesting before parsing, so neither a huge
+    nor a deeply nested file can exhaust memory or the stack. Messages never
+    quote the file's content.
+    """
+    text = read_text(path, what, error, max_bytes=max_bytes)
     if not _json_depth_ok(text, max_depth):
         raise error(f"{what} {path} nests deeper than {max_depth} levels")
     try:

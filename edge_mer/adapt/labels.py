@@ -27,7 +27,7 @@ from pathlib import Path
 
 from edge_mer.bundle.labels import CANONICAL_LABELS
 from edge_mer.bundle.loader import Bundle
-from edge_mer.config import MAX_JSON_BYTES, read_json
+from edge_mer.config import MAX_JSON_BYTES, read_json, read_text
 from edge_mer.errors import ConfigError
 from edge_mer.sessions.format import FORMAT, MAX_LABELS, Label, Session, parse_session
 
@@ -49,22 +49,8 @@ def known_labels(bundle: Bundle) -> tuple[str, ...]:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        if size > MAX_LABELS_BYTES:
-            raise ConfigError(f"labels file {path}: {size} bytes, expected at most {MAX_LABELS_BYTES}")
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_LABELS_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"labels file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"labels file {path} cannot be read: {exc.strerror or type(exc).__name__}") from None
-    if len(raw) > MAX_LABELS_BYTES:
-        raise ConfigError(f"labels file {path}: more than the {MAX_LABELS_BYTES} bytes expected")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"labels file {path} is not UTF-8 text (byte {exc.start})") from None
+    # utf-8-sig: a spreadsheet's CSV export often starts with a byte-order mark.
+    return read_text(path, "labels file", max_bytes=MAX_LABELS_BYTES, encoding="utf-8-sig")
 
 
 def _seconds(path: Path, line: int, key: str, text: str) -> float:
