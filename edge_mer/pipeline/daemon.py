@@ -130,6 +130,7 @@ class Daemon:
     def _emit(self, now_ns: int, t: float, fast: bool = False, due_ns: int | None = None) -> None:
         decision = self.scheduler.tick(now_ns, t)
         health = self.health(now_ns if fast else time.monotonic_ns())
+        had_sinks = bool(self.sinks)
         for sink in list(self.sinks):
             try:
                 sink.emit(decision)
@@ -140,7 +141,9 @@ class Daemon:
                 # One broken output (disk full, a dead socket) must not silence the others.
                 log.error("%s output failed and is dropped: %s", sink.kind, exc)
                 self.sinks.remove(sink)
-        if not self.sinks:
+        # A run configured with no output at all (--jsonl '' to only --record) goes on; one whose
+        # outputs have all failed has nowhere left to say anything, so it stops.
+        if had_sinks and not self.sinks:
             raise EdgeMerError("every output has failed; stopping")
         if not fast:
             self._record_ages(time.monotonic_ns(), due_ns)

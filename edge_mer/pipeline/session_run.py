@@ -125,6 +125,9 @@ def build_daemon(config: RunConfig, bundle: Bundle, *, allow_demo: bool = False)
         scheduler = Scheduler(list(runners.values()), rule, weights, smoother, bundle.manifest.affect,
                               failures=failed, timings=timings)
         sinks = [stack.enter_context(sink) for sink in build_sinks(config.outputs)]
+        if not sinks:
+            log.warning("no output is configured (jsonl, http and lsl are all off): decisions go nowhere%s",
+                        "; the sensors are recorded" if config.record is not None else "")
         hook = _recorder_hook(config, sources, stack) if config.record is not None else None
         daemon = Daemon(scheduler, sources, runners, sinks, config.rate_hz, config.duration_s, offset, hook,
                         align_ticks=config.align_ticks)
