@@ -17,22 +17,11 @@ import pytest
 
 from edge_mer.bundle import default_bundle_path
 from edge_mer.sessions import demo_session_path
+from cli_checks import assert_one_line_error as _one_line_error
+from cli_checks import run_cli as _cli
 
 DEMO = demo_session_path()
 DEMO_AUDIO = DEMO / "audio.wav"
-
-
-def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_mer.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
-
-
-def _one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> None:
-    err = result.stderr
-    assert "Traceback" not in err, err
-    assert result.returncode == 2, (result.returncode, err[-2000:])
-    lines = [line for line in err.splitlines() if line.startswith("edge-mer: error:")]
-    assert len(lines) == 1 and expected in lines[0], err[-2000:]
 
 
 BAD_CONFIGS = {
