@@ -16,6 +16,8 @@ from edge_mer.backends.options import BackendOptions, TrtOptions
 from edge_mer.backends.registry import backend_class, create_backend
 from edge_mer.bundle import load_bundle
 from edge_mer.bundle.loader import Bundle
+from edge_mer.pipeline.config import RunConfig
+from edge_mer.pipeline.feeds import bundle_refs
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,13 @@ def tensorrt_reason() -> str | None:
 
 
 def build_engines(bundle_dir: Path, encoders: Sequence[str]) -> str:
-    """Build and cache an engine per encoder and precision; returns a one-line summary for the report."""
+    """Build and cache an engine per model and precision; returns a one-line summary for the report.
+
+    The models are the ``encoders``, the detectors and the fusion head, each
+    with the optimisation profile a default run feeds it
+    (:func:`~edge_mer.pipeline.feeds.bundle_refs`), so a daemon with the
+    default configuration finds these engines in the cache.
+    """
     reason = tensorrt_reason()
     if reason is not None:
         message = f"skipped: {reason}; the device builds its engines at first run"
@@ -35,10 +43,9 @@ def build_engines(bundle_dir: Path, encoders: Sequence[str]) -> str:
     bundle = load_bundle(bundle_dir)
     options = BackendOptions(name="tensorrt", tensorrt=TrtOptions(cache_dir=bundle_dir / "engines"))
     built = []
-    for name in encoders:
-        for precision in bundle.encoder(name).models:
-            with create_backend(bundle.model_ref(name, precision), options) as backend:
-                built.append(f"{name}/{precision}: {backend.engine_path.name}")
+    for ref in bundle_refs(bundle, RunConfig(), encoders):
+        with create_backend(ref, options) as backend:
+            built.append(f"{ref.name}/{ref.precision}: {backend.engine_path.name}")
     return "built " + ", ".join(built)
 
 

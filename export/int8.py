@@ -62,7 +62,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -271,13 +271,38 @@ def fuse_residual_adds(model: onnx.ModelProto) -> list[str]:
     return changed
 
 
-def _quantize_ort(model: onnx.ModelProto, src: Path, dst: Path, method: str, cache: Path, per_channel: bool) -> None:
+def output_convs(model: onnx.ModelProto) -> list[str]:
+    """Names of the Conv nodes that produce graph outputs with no other Conv in between (a detector's heads).
+
+    Their outputs are the box offsets and score logits themselves: an INT8
+    step there moves boxes and tips scores across the detection threshold,
+    while the rest of the network quantizes with little loss.  Names are those
+    of :func:`_named`.
+    """
+    named = _named(model)
+    producer = {out: node for node in named.graph.node for out in node.output}
+    found: list[str] = []
+    stack, seen = [o.name for o in named.graph.output], set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type == "Conv":
+            found.append(node.name)
+        else:
+            stack.extend(node.input)
+    return sorted(found)
+
+
+def _quantize_ort(model: onnx.ModelProto, src: Path, dst: Path, method: str, cache: Path, per_channel: bool,
+                  keep_float: Sequence[str] = ()) -> None:
     named = _named(model)
     try:
         quantize_static(named, str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                         per_channel=per_channel, reduce_range=False, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=bias_adds(named),
+                        weight_type=QuantType.QInt8, nodes_to_exclude=[*bias_adds(named), *keep_float],
                         calibrate_method=METHODS[method], extra_options=dict(TRT_OPTIONS))
     except (*ort_errors(), ValueError, KeyError, RuntimeError) as exc:
         raise ExportError(f"{src}: INT8 quantization failed: {first_line(exc)}") from None
@@ -305,7 +330,8 @@ def _resolve(quantizer: str) -> str:
     return "modelopt" if quantizer == "modelopt" or (quantizer == "auto" and available) else "ort"
 
 
-def _quantize_modelopt(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], method: str) -> None:
+def _quantize_modelopt(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], method: str,
+                       keep_float: Sequence[str] = ()) -> None:
     """UNTESTED here: ModelOpt's ONNX INT8 PTQ on the same feeds stacked along the batch axis."""
     if method == "percentile":
         raise ExportError("quantizer 'modelopt' calibrates with entropy or minmax, not percentile")
@@ -317,19 +343,20 @@ def _quantize_modelopt(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]],
     stacked = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
     quantize(str(src), quantize_mode="int8", calibration_data=stacked,
              calibration_method={"entropy": "entropy", "minmax": "max"}[method], calibration_eps=["cpu"],
-             high_precision_dtype="fp32", output_path=str(dst))
+             high_precision_dtype="fp32", output_path=str(dst), nodes_to_exclude=list(keep_float) or None)
 
 
 def make_int8(src: Path, dst: Path, reader_factory: ReaderFactory, *, method: Method = DEFAULT_METHOD,
-              cache_dir: Path | None = None, per_channel: bool = True, quantizer: Quantizer = "ort") -> Path:
+              cache_dir: Path | None = None, per_channel: bool = True, quantizer: Quantizer = "ort",
+              keep_float: Sequence[str] = ()) -> Path:
     """Write the INT8 Q/DQ version of ``src`` to ``dst``, calibrated on ``reader_factory()``'s feeds.
 
     ``reader_factory`` returns a fresh ``CalibrationDataReader`` each call
     (feed dicts keyed by the model's input names).  ``method`` defaults to
     :data:`~edge_mer_export.config.DEFAULT_METHOD`, as ``edge-mer export``
     does.  ``cache_dir`` keeps the calibration ranges between runs (``None``:
-    no cache).  ``src`` should
-    come from :func:`~edge_mer_export.onnx_checks.prepare_model`.  The output
+    no cache).  ``keep_float`` names nodes (as :func:`_named` names them)
+    left in float, e.g. :func:`output_convs`.  ``src`` should come from :func:`~edge_mer_export.onnx_checks.prepare_model`.  The output
     passes :func:`~edge_mer_export.qdq_lint.check_qdq`.
     """
     onnxruntime_module()  # telemetry events off before the quantizer creates its sessions
@@ -347,7 +374,7 @@ def make_int8(src: Path, dst: Path, reader_factory: ReaderFactory, *, method: Me
     with tempfile.TemporaryDirectory(prefix="edge-mer-int8-") as tmp:
         out = Path(tmp) / "int8.onnx"  # moved to dst only after the Q/DQ lint passes
         if backend == "modelopt":
-            _quantize_modelopt(src, out, feeds, method)
+            _quantize_modelopt(src, out, feeds, method, keep_float)
         else:
             folder = Path(cache_dir) if cache_dir is not None else Path(tmp)
             cache = folder / f"{src.stem}.{method}.{cache_key(model_bytes, digest, method)[:32]}.json"
@@ -356,7 +383,7 @@ def make_int8(src: Path, dst: Path, reader_factory: ReaderFactory, *, method: Me
                          src.name, method, count, cache)
             else:
                 _calibrate(model, src, reader_factory, method, digest, cache)
-            _quantize_ort(model, src, out, method, cache, per_channel)
+            _quantize_ort(model, src, out, method, cache, per_channel, keep_float)
         check_qdq(out, label=f"INT8 model of {src}")
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(out), str(dst))

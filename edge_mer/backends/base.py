@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
@@ -22,6 +22,8 @@ from edge_mer.errors import BackendError, InputError
 log = logging.getLogger(__name__)
 
 Dim = int | str  # a fixed size, or the name of a dynamic axis
+#: The largest size a dynamic axis may be fed (as ``TrtOptions.dynamic_dims`` allows).
+MAX_FEED_DIM = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -47,20 +49,28 @@ class ModelFile:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """What a backend is asked to run: a precision and the encoder's files per precision.
+    """What a backend is asked to run: a precision, the model's files per precision, and its feed sizes.
 
-    A backend reads ``files[precision]`` unless it knows better: TensorRT 10
-    builds FP16 engines from the FP32 file with the FP16 builder flag.
+    A backend reads ``files[precision]``.  ``dim_ranges`` gives, for dynamic
+    axis names, the (min, opt, max) sizes the caller will feed (the pipeline
+    derives them from its configuration); backends that compile for fixed
+    ranges (TensorRT) build their optimisation profile from them.
     """
 
     name: str
     precision: str
     files: Mapping[str, ModelFile]
+    dim_ranges: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.precision not in self.files:
             have = ", ".join(sorted(self.files)) or "none"
             raise BackendError(f"model {self.name!r} has no {self.precision} file (has: {have})")
+        for axis, rng in self.dim_ranges.items():
+            if (len(rng) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in rng)
+                    or not 1 <= rng[0] <= rng[1] <= rng[2] <= MAX_FEED_DIM):
+                raise BackendError(f"model {self.name!r}: feed range of axis {axis!r} is {list(rng)}; "
+                                   f"expected [min, opt, max] with 1 <= min <= opt <= max <= {MAX_FEED_DIM}")
 
     @property
     def file(self) -> ModelFile:

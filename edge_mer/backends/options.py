@@ -38,9 +38,12 @@ class OrtOptions:
 class TrtOptions:
     """Native TensorRT build and run options.
 
-    ``dynamic_dims`` gives (min, opt, max) for each symbolic dimension name in
-    the model inputs other than the batch symbol, e.g. ``{"T": (98, 198, 998)}``
-    for log-mel frames; the batch symbol takes ``(1, opt_batch, max_batch)``.
+    Optimisation profiles come from what the run feeds (``ModelRef.dim_ranges``,
+    derived by the pipeline from its configuration).  ``dynamic_dims`` overrides
+    that range for one dimension name, e.g. ``{"T": (101, 201, 401)}`` to narrow
+    log-mel frames to 1..4 s; it must still hold the size the run feeds.
+    Batch symbols with no derived range (a model used outside the pipeline)
+    take ``(1, opt_batch, max_batch)``.
     ``cache_dir`` None means ``$XDG_CACHE_HOME/edge-mer/engines`` (resolved when
     used, never at import).
     """

@@ -17,10 +17,12 @@ import numpy as np
 from edge_mer.backends.options import BackendOptions
 from edge_mer.backends.registry import create_backend, resolve_backend_name
 from edge_mer.bench.latency import summarize, time_infer
+from edge_mer.bundle.feeds import feed_ranges
 from edge_mer.bundle.loader import Bundle
 from edge_mer.bundle.schema import EncoderSpec
 from edge_mer.errors import BackendError
 from edge_mer.names import Modality
+from edge_mer.pipeline.feeds import speech_frames
 from edge_mer.preprocess.audio import AudioParams, AudioPreprocessor
 from edge_mer.preprocess.base import Invalid
 from edge_mer.preprocess.eeg import EegParams, EegPreprocessor
@@ -88,7 +90,11 @@ def bench_encoder(bundle: Bundle, name: str, precision: str, options: BackendOpt
     spec = bundle.encoder(name)
     features = example_features(spec, np.random.default_rng(seed)).astype(np.float32)
     input_name = spec.inputs[0].name
-    with create_backend(bundle.model_ref(name, precision), options) as backend:
+    # The profile holds what this bench feeds: batch 1 and ``batch``, windows of EXAMPLE_SPEECH_S.
+    frames = speech_frames(spec.preprocessing, EXAMPLE_SPEECH_S) if spec.modality == "speech" else None
+    ref = dataclasses.replace(bundle.model_ref(name, precision),
+                              dim_ranges=feed_ranges(spec.inputs, batch=(1, 1, max(1, batch)), frames=frames))
+    with create_backend(ref, options) as backend:
         result = _stats(time_infer(backend, {input_name: features[None]}, warmup=warmup, iterations=iterations), 1)
         if batch > 1:
             feeds = {input_name: np.repeat(features[None], batch, axis=0)}

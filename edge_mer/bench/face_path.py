@@ -20,6 +20,7 @@ import numpy as np
 
 from edge_mer.backends.options import BackendOptions, OrtOptions
 from edge_mer.backends.registry import create_backend, resolve_backend_name
+from edge_mer.bundle.feeds import feed_ranges
 from edge_mer.bench.latency import summarize
 from edge_mer.bundle.loader import Bundle
 from edge_mer.errors import EdgeMerError, SensorError
@@ -111,7 +112,9 @@ def bench_face_path(video: Path, bundle: Bundle, variants: Sequence[tuple[str, F
             stack.callback(detector.close)
             runs.append(_Variant(label, opts, FacePreprocessor(spec.preprocessing, detector, align=align,
                                                                max_faces=max_faces)))
-        model = stack.enter_context(create_backend(bundle.model_ref(encoder, precision), options))
+        ref = dataclasses.replace(bundle.model_ref(encoder, precision),
+                                  dim_ranges=feed_ranges(spec.inputs, batch=(1, 1, max_faces)))
+        model = stack.enter_context(create_backend(ref, options))
         core = stack.enter_context(one_core(cpu))
         warm = np.zeros(spec.preprocessing.input_shape(1), dtype=np.float32)
         for _ in range(5):  # first calls allocate: not part of any variant's time

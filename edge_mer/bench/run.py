@@ -142,14 +142,6 @@ def _check_inputs(config: BenchConfig, session: Path) -> None:
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     if config.face_path and config.cpu is not None and allowed is not None and config.cpu not in allowed:
         raise ConfigError(f"cpu {config.cpu} is not available to this process (allowed: {allowed})")
-    if backend_batch_limit(config) is not None and config.batch > backend_batch_limit(config):
-        raise ConfigError(f"batch {config.batch} exceeds backend.tensorrt.max_batch "
-                          f"({config.backend.tensorrt.max_batch}); lower --batch or raise max_batch")
-
-
-def backend_batch_limit(config: BenchConfig) -> int | None:
-    """The largest batch the configured backend accepts (TensorRT's profile), or None for no limit."""
-    return config.backend.tensorrt.max_batch if resolve_backend_name(config.backend.name) == "tensorrt" else None
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:

@@ -54,6 +54,8 @@ modality (speech + EEG 48.5%, face + speech + EEG 77.8% against 61.9%).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +66,7 @@ import numpy as np
 
 from edge_mer.backends.options import BackendOptions
 from edge_mer.backends.registry import create_backend, resolve_backend_name
+from edge_mer.bundle.feeds import head_ranges
 from edge_mer.bundle.loader import Bundle
 from edge_mer.bundle.precision import resolve_precision
 from edge_mer.bundle.schema import FusionHead, TensorInfo
@@ -185,7 +188,8 @@ class LearnedHead(FusionRule):
         self.layout = head_layout(bundle, head)
         options = backend_options or BackendOptions()
         self.precision = resolve_precision("fusion_head", head, precision, resolve_backend_name(options.name))
-        self._backend = create_backend(bundle.head_ref(head, self.precision), backend_options).load()
+        ref = dataclasses.replace(bundle.head_ref(head, self.precision), dim_ranges=head_ranges(head))
+        self._backend = create_backend(ref, backend_options).load()
         declared = sorted(t.name for t in head.inputs)
         actual = sorted(s.name for s in self._backend.input_specs)
         if actual != declared:

@@ -19,6 +19,7 @@ from edge_mer.fusion.registry import create_rule
 from edge_mer.fusion.smoothing import EmaSmoother
 from edge_mer.names import Modality
 from edge_mer.pipeline.config import RunConfig
+from edge_mer.pipeline.feeds import encoder_feeds
 from edge_mer.pipeline.runners import RUNNERS, ModalityRunner
 from edge_mer.sources.base import Source, StreamInfo
 from edge_mer.sources.registry import create_source
@@ -38,7 +39,8 @@ def build_runner(modality: Modality, config: RunConfig, bundle: Bundle, info: St
     backend_name = resolve_backend_name(config.backend.name)
     precision = resolve_precision(name, spec, config.precision, backend_name)
     options = dataclasses.replace(config.backend, name=backend_name)
-    backend = create_backend(bundle.model_ref(name, precision), options).load()
+    ref = dataclasses.replace(bundle.model_ref(name, precision), dim_ranges=encoder_feeds(name, spec, config))
+    backend = create_backend(ref, options).load()
     log.info("%s: encoder %s (%s) on %s", modality, name, precision, backend.name)
     try:
         return runner_cls.from_config(name, spec, backend, config, info, timings, bundle)

@@ -17,6 +17,7 @@ from edge_mer.backends.base import Backend, ModelFile, ModelRef
 from edge_mer.backends.options import BackendOptions
 from edge_mer.backends.registry import create_backend, resolve_backend_name
 from edge_mer.bundle.loader import Bundle
+from edge_mer.bundle.feeds import detector_ranges
 from edge_mer.bundle.precision import resolve_precision
 from edge_mer.errors import ConfigError
 from edge_mer.preprocess.blazeface import BlazeFaceDecoding
@@ -53,7 +54,8 @@ def _model(options: FaceDetectorOptions, bundle: Bundle | None, precision: str,
         raise ConfigError(f"the {options.kind} detector needs its model: {where} has no detectors.{options.kind} "
                           "entry; set face.detector.model_path or use a bundle that ships it")
     resolved = resolve_precision(options.kind, spec, precision, backend_name)
-    return bundle.detector_ref(options.kind, resolved), spec.decoding, f"{options.kind} ({resolved})"
+    ref = dataclasses.replace(bundle.detector_ref(options.kind, resolved), dim_ranges=detector_ranges(spec))
+    return ref, spec.decoding, f"{options.kind} ({resolved})"
 
 
 def build_detector(options: FaceDetectorOptions, bundle: Bundle | None = None,

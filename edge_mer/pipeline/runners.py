@@ -17,7 +17,8 @@ from edge_mer.bundle.schema import EncoderSpec
 from edge_mer.errors import ConfigError
 from edge_mer.names import Modality, ReasonCode
 from edge_mer.pipeline.buffers import SampleBuffer
-from edge_mer.pipeline.config import MAX_WINDOW_S, RunConfig
+from edge_mer.pipeline.config import RunConfig
+from edge_mer.pipeline.feeds import check_speech_window
 from edge_mer.pipeline.face_runner import FaceRunner
 from edge_mer.pipeline.runner_base import ModalityRunner, _batch_of_one
 from edge_mer.preprocess.audio import AudioPreprocessor
@@ -39,11 +40,7 @@ class SpeechRunner(ModalityRunner):
     @classmethod
     def from_config(cls, name: str, spec: EncoderSpec, backend: Backend, config: RunConfig, info: StreamInfo,
                     timings: StageTimes | None = None, bundle: Bundle | None = None) -> SpeechRunner:
-        shortest = spec.preprocessing.min_seconds
-        if config.speech.window_s < shortest:
-            # Every window would be "too short": a run that can never hear anything is a configuration error.
-            raise ConfigError(f"speech.window_s = {config.speech.window_s:g} s is shorter than the {shortest:g} s "
-                              f"encoder {name!r} needs; expected {shortest:g}..{MAX_WINDOW_S['speech']:g} s")
+        check_speech_window(name, spec.preprocessing, config.speech.window_s)
         return cls(name, spec, backend, info.rate, config.speech.window_s, config.speech.stale_s, timings=timings)
 
     def __init__(self, name: str, spec: EncoderSpec, backend: Backend, rate: float,

@@ -43,11 +43,10 @@ def _reference(path: Path, x: np.ndarray) -> np.ndarray:
     return session.run(["y"], {"x": x})[0]
 
 
-def _backend(model_file: ModelFile, cache_dir: Path, precision: str = "fp32"):
+def _backend(model_file: ModelFile, cache_dir: Path, precision: str = "fp32", file: ModelFile | None = None):
     from edge_mer.backends.tensorrt import TensorRTBackend
 
-    # On TensorRT 10 every precision but int8 parses the fp32 file, whatever the key says.
-    ref = ModelRef("tiny", precision, {"fp32": model_file, precision: model_file})
+    ref = ModelRef("tiny", precision, {"fp32": model_file, precision: file or model_file})
     options = BackendOptions(name="tensorrt", tensorrt=TrtOptions(cache_dir=cache_dir, opt_batch=2, max_batch=4,
                                                                   workspace_mib=256))
     return TensorRTBackend(ref, options)
@@ -98,12 +97,15 @@ def test_corrupt_cached_engine_is_rebuilt(tiny: ModelFile, tmp_path: Path) -> No
         assert backend.infer({"x": np.zeros((1, IN_DIM), np.float32)})["y"].shape == (1, OUT_DIM)
 
 
-def test_fp16_on_tensorrt_10_uses_the_fp32_file(tiny: ModelFile, tmp_path: Path) -> None:
-    import tensorrt as trt
+def test_fp16_is_built_strongly_typed_from_the_fp16_export(tiny: ModelFile, tmp_path: Path) -> None:
+    from edge_mer_export.fp16 import make_fp16
 
-    if int(trt.__version__.split(".")[0]) >= 11:
-        pytest.skip("TensorRT 11 builds fp16 only from an fp16 export")
+    half = tmp_path / "tiny.fp16.onnx"
+    make_fp16(tiny.path, half)
+    half_file = ModelFile(half, hashlib.sha256(half.read_bytes()).hexdigest())
     x = (0.5 * np.random.default_rng(2).standard_normal((2, IN_DIM))).astype(np.float32)
-    with _backend(tiny, tmp_path / "engines", precision="fp16") as backend:
-        assert backend.plan is not None and backend.plan.builder_flags == ("FP16",)
+    with _backend(tiny, tmp_path / "engines", precision="fp16", file=half_file) as backend:
+        assert backend.plan is not None and backend.plan.onnx_key == "fp16"
+        # The fp16 export keeps float32 inputs and outputs, so callers feed and read float32 as before.
+        assert backend.input_specs[0].dtype == "float32" and backend.output_specs[0].dtype == "float32"
         np.testing.assert_allclose(backend.infer({"x": x})["y"], _reference(tiny.path, x), atol=1e-2)

@@ -2,9 +2,9 @@
 
 ``tensorrt`` is imported inside the functions so that importing this module
 never needs TensorRT.  The build follows a :class:`BuildPlan`: the network is
-created strongly typed when the plan says so (always on TensorRT 11, where
-the flag is the default), and only the builder flags the plan names are set,
-so the TensorRT 11 build never touches the removed precision flags.
+always strongly typed (the ``STRONGLY_TYPED`` creation flag on TensorRT 10.x,
+the default on 11) and no precision builder flag is set, so no build touches
+the flags TensorRT 10.12 deprecated and 11 removed.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_mer.backends.options import TrtOptions
 from edge_mer.backends.tensorrt.cache import read_blob, write_blob
-from edge_mer.backends.tensorrt.plan import STRONGLY_TYPED_MAJOR, BuildPlan
+from edge_mer.backends.tensorrt.plan import BuildPlan
 from edge_mer.backends.tensorrt.profiles import ShapeRange
 from edge_mer.errors import BackendError
 
@@ -34,16 +34,17 @@ def make_logger(trt: Any) -> Any:
 def network_flags(trt: Any, plan: BuildPlan) -> int:
     """The ``create_network`` bit mask for ``plan``.
 
-    EXPLICIT_BATCH is never set: TensorRT 10 ignores it (networks are always explicit batch).
-    TensorRT 11 builds strongly typed networks by default (its
-    STRONGLY_TYPED flag is deprecated and ignored), so it gets 0 as well.
+    EXPLICIT_BATCH is never set: TensorRT 10 ignores it (networks are always
+    explicit batch).  TensorRT 10.x gets STRONGLY_TYPED; TensorRT 11 builds
+    strongly typed networks by default (its flag is deprecated and ignored),
+    so it gets 0.
     """
-    if not plan.strongly_typed or plan.trt_version[0] >= STRONGLY_TYPED_MAJOR:
+    if not plan.creation_flag:
         return 0
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if flag is None:
         raise BackendError("this TensorRT has no NetworkDefinitionCreationFlag.STRONGLY_TYPED "
-                           f"({plan.describe()})")
+                           f"(needed from 10.0 on; {plan.describe()})")
     return 1 << int(flag)
 
 
@@ -88,15 +89,10 @@ def add_profile(builder: Any, network: Any, config: Any, ranges: Sequence[ShapeR
                            + "; ".join(r.describe() for r in ranges))
 
 
-def configure(trt: Any, config: Any, plan: BuildPlan, options: TrtOptions) -> None:
-    """Workspace limit, optimisation level and the plan's builder flags."""
+def configure(trt: Any, config: Any, options: TrtOptions) -> None:
+    """Workspace limit and optimisation level; precision comes from the typed ONNX file, not from flags."""
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     config.builder_optimization_level = options.builder_optimization_level
-    for name in plan.builder_flags:
-        flag = getattr(trt.BuilderFlag, name, None)
-        if flag is None:
-            raise BackendError(f"this TensorRT has no BuilderFlag.{name} ({plan.describe()})")
-        config.set_flag(flag)
 
 
 def attach_timing_cache(config: Any, path: Path | None) -> Any:
@@ -141,7 +137,7 @@ def build_engine(onnx_path: Path, plan: BuildPlan, ranges: Sequence[ShapeRange],
     network = builder.create_network(network_flags(trt, plan))
     parser = parse_onnx(trt, network, logger, Path(onnx_path))
     config = builder.create_builder_config()
-    configure(trt, config, plan, options)
+    configure(trt, config, options)
     add_profile(builder, network, config, ranges)
     attach_timing_cache(config, timing_cache)
     log.info("building TensorRT engine from %s (%s); this can take minutes", Path(onnx_path).name,

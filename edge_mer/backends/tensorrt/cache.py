@@ -50,8 +50,8 @@ def options_digest(plan: BuildPlan, workspace_mib: int, optimization_level: int,
     """Digest of the build settings that change the engine, beyond model, precision and shapes."""
     return digest({
         "onnx": plan.onnx_key,
-        "strongly_typed": plan.strongly_typed,
-        "flags": sorted(plan.builder_flags),
+        "strongly_typed": True,
+        "creation_flag": plan.creation_flag,
         "workspace_mib": workspace_mib,
         "optimization_level": optimization_level,
         "extra": dict(extra or {}),

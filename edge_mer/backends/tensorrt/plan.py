@@ -1,13 +1,15 @@
 """What to build for a TensorRT version and a precision, decided without TensorRT.
 
-TensorRT 10 networks are weakly typed by default: precision is chosen with
-builder flags (``FP16``, ``INT8``) and INT8 comes from the Q/DQ nodes of an
-explicitly quantized ONNX file.  TensorRT 11 removed those flags and every
-network is strongly typed, so precision must already be in the ONNX file:
-FP16 needs an FP16 (mixed-precision) export.  This module turns that into a
-:class:`BuildPlan` so the rules are unit-tested on hosts without TensorRT;
-flags are plain names that :mod:`edge_mer.backends.tensorrt.builder` looks
-up on ``tensorrt.BuilderFlag``.
+Every build is strongly typed: the precision is the ONNX file's own (FP16
+from the FP16 export, whose inputs and outputs stay float32; INT8 from the
+Q/DQ export), and no precision builder flag is ever set.  TensorRT 10.12
+deprecated the weak-typing flags (``BuilderFlag.FP16``, ``INT8``) and
+TensorRT 11 removed them, while strongly typed networks build the same way
+on TensorRT 10.3 (JetPack 6) and 11, so one rule serves every supported
+version: on 10.x the network is created with ``STRONGLY_TYPED``, on 11 that
+is the default and the (deprecated) flag is left out.  This module turns
+that into a :class:`BuildPlan` so the rules are unit-tested on hosts
+without TensorRT.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 #: The first TensorRT major release whose Python API (tensor names,
 #: ``execute_async_v3``, memory pools) this backend uses.
 MIN_MAJOR = 10
-#: From this major on, networks are always strongly typed and precision flags are gone.
+#: From this major on, networks are always strongly typed and the creation flag is deprecated.
 STRONGLY_TYPED_MAJOR = 11
 
 Version = tuple[int, int, int]
@@ -52,23 +54,21 @@ class BuildPlan:
     """How to build one engine.
 
     ``onnx_key`` is the precision key of the ONNX file to parse in
-    ``ModelRef.files``; ``builder_flags`` are ``tensorrt.BuilderFlag`` member
-    names; ``strongly_typed`` asks for a strongly typed network.
+    ``ModelRef.files``; ``creation_flag`` says whether ``create_network``
+    must be given ``STRONGLY_TYPED`` (TensorRT 10.x) or not (11, where
+    strong typing is the default and the flag deprecated).
     """
 
     trt_version: Version
     precision: str
     onnx_key: str
-    strongly_typed: bool
-    builder_flags: tuple[str, ...]
+    creation_flag: bool
 
     def describe(self) -> str:
         """One line for logs and error messages."""
         version = ".".join(str(v) for v in self.trt_version)
-        flags = "+".join(self.builder_flags) or "none"
-        typing = "strongly typed" if self.strongly_typed else "weakly typed"
-        return (f"TensorRT {version}, {self.precision} from the {self.onnx_key} ONNX file, "
-                f"{typing}, builder flags: {flags}")
+        how = "STRONGLY_TYPED network flag" if self.creation_flag else "strongly typed by default"
+        return f"TensorRT {version}, {self.precision} from the {self.onnx_key} ONNX file, {how}, no precision flags"
 
 
 def build_plan(trt_version: str | Version, precision: str, files_available: Iterable[str]) -> BuildPlan:
@@ -90,10 +90,7 @@ def build_plan(trt_version: str | Version, precision: str, files_available: Iter
         raise BackendError(f"TensorRT {shown} is too old: the tensorrt backend needs TensorRT >= {MIN_MAJOR}.0 "
                            "(the name-based tensor API); use the onnxruntime backend or upgrade JetPack")
     available = frozenset(files_available)
-    if major >= STRONGLY_TYPED_MAJOR:
-        plan = _strongly_typed_plan(version, precision)
-    else:
-        plan = _weakly_typed_plan(version, precision)
+    plan = BuildPlan(version, precision, precision, creation_flag=major < STRONGLY_TYPED_MAJOR)
     if plan.onnx_key not in available:
         have = ", ".join(sorted(available)) or "none"
         raise BackendError(f"{_need_reason(plan)} but the bundle has no {plan.onnx_key} ONNX file (has: {have})")
@@ -101,26 +98,11 @@ def build_plan(trt_version: str | Version, precision: str, files_available: Iter
     return plan
 
 
-def _weakly_typed_plan(version: Version, precision: str) -> BuildPlan:
-    # TensorRT 10 (JetPack 6): FP16 is a builder flag applied to the FP32 graph;
-    # INT8 comes from the Q/DQ graph, and FP16 lets its unquantized layers run in half.
-    if precision == "fp32":
-        return BuildPlan(version, precision, "fp32", False, ())
-    if precision == "fp16":
-        return BuildPlan(version, precision, "fp32", False, ("FP16",))
-    return BuildPlan(version, precision, "int8", False, ("INT8", "FP16"))
-
-
-def _strongly_typed_plan(version: Version, precision: str) -> BuildPlan:
-    # TensorRT 11 has no precision flags: each precision needs its own typed ONNX file.
-    return BuildPlan(version, precision, precision, True, ())
-
-
 def _need_reason(plan: BuildPlan) -> str:
     version = ".".join(str(v) for v in plan.trt_version)
-    if plan.strongly_typed and plan.precision == "fp16":
-        return (f"TensorRT {version} builds only strongly typed networks, so fp16 needs an fp16 export "
-                "(BuilderFlag.FP16 was removed in TensorRT 11)")
+    if plan.precision == "fp16":
+        return (f"TensorRT {version} builds strongly typed networks, so fp16 needs the fp16 export "
+                "(edge-mer export writes it)")
     if plan.precision == "int8":
         return f"TensorRT {version} int8 needs an explicitly quantized (Q/DQ) export"
     return f"TensorRT {version} {plan.precision} is built from the {plan.onnx_key} export"

@@ -1,16 +1,19 @@
 """Optimisation-profile shapes for dynamic inputs, and the ONNX names of dynamic axes.
 
 TensorRT needs a (min, opt, max) shape for every input with a dynamic axis
-before it can build.  The ranges come from :class:`TrtOptions`: batch
-symbols take ``(1, opt_batch, max_batch)``, any other symbol its
-``dynamic_dims`` entry.  An axis with no range is an error naming the input,
-the axis and the option to set, because guessing a range would either waste
-memory or build an engine that refuses real inputs later.
+before it can build.  Each axis name takes, in this order: the configured
+``TrtOptions.dynamic_dims`` entry (a config narrowing or widening one axis),
+the range the caller will feed (``ModelRef.dim_ranges``, which the pipeline
+derives from its configuration: faces per frame, speech window lengths),
+and for batch symbols ``(1, opt_batch, max_batch)``.  An axis with none is
+an error naming the input, the axis and the option to set, because guessing
+a range would either waste memory or build an engine that refuses real
+inputs later.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +50,24 @@ class ShapeRange:
         return f"{self.name} min {list(self.min)} opt {list(self.opt)} max {list(self.max)}"
 
 
-def dim_range(spec: TensorSpec, axis: int, dim: Dim, options: TrtOptions) -> tuple[int, int, int]:
-    """(min, opt, max) of one axis; fixed sizes give (d, d, d)."""
+Range = tuple[int, int, int]
+
+
+def dim_range(spec: TensorSpec, axis: int, dim: Dim, options: TrtOptions,
+              fed: Mapping[str, Range] | None = None) -> Range:
+    """(min, opt, max) of one axis; fixed sizes give (d, d, d).  ``fed`` is ``ModelRef.dim_ranges``."""
     if isinstance(dim, str):
-        # An explicit range wins over the batch default, so one symbol can be tuned alone.
+        # An explicit range wins, so a config can tune one symbol alone.
         if dim in options.dynamic_dims:
             lo, opt, hi = options.dynamic_dims[dim]
+            if fed and dim in fed and not lo <= fed[dim][1] <= hi:
+                # A narrowed profile must still hold what this run feeds, or every call would fail later.
+                raise BackendError(
+                    f"input {spec.name!r} axis {axis}: dynamic_dims.{dim} = {[lo, opt, hi]} leaves out the size "
+                    f"{fed[dim][1]} this run feeds (derived range {list(fed[dim])}); widen it or remove it")
+            return int(lo), int(opt), int(hi)
+        if fed and dim in fed:
+            lo, opt, hi = fed[dim]
             return int(lo), int(opt), int(hi)
         if dim in options.batch_symbols:
             return 1, options.opt_batch, options.max_batch
@@ -69,11 +84,12 @@ def dim_range(spec: TensorSpec, axis: int, dim: Dim, options: TrtOptions) -> tup
     return size, size, size
 
 
-def profile_shapes(inputs: Sequence[TensorSpec], options: TrtOptions) -> tuple[ShapeRange, ...]:
+def profile_shapes(inputs: Sequence[TensorSpec], options: TrtOptions,
+                   fed: Mapping[str, Range] | None = None) -> tuple[ShapeRange, ...]:
     """One :class:`ShapeRange` per input, in input order, for a single optimisation profile."""
     ranges = []
     for spec in inputs:
-        per_axis = [dim_range(spec, axis, dim, options) for axis, dim in enumerate(spec.shape)]
+        per_axis = [dim_range(spec, axis, dim, options, fed) for axis, dim in enumerate(spec.shape)]
         ranges.append(ShapeRange(
             name=spec.name,
             min=tuple(r[0] for r in per_axis),

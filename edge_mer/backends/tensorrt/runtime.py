@@ -114,7 +114,7 @@ class TensorRTBackend(Backend):
         plan = build_plan(trt.__version__, self.model.precision, self.model.files)
         model_file = self.model.files[plan.onnx_key]
         onnx_inputs, onnx_outputs = onnx_io_specs(model_file.path)
-        ranges = profile_shapes(onnx_inputs, opts)
+        ranges = profile_shapes(onnx_inputs, opts, self.model.dim_ranges)
         device = _cuda_device(cuda, opts.device)
         try:
             self._cuda_ctx = device.retain_primary_context()
@@ -229,7 +229,7 @@ class TensorRTBackend(Backend):
         rng = self._ranges.get(spec.name)
         if rng is not None and not rng.contains(array.shape):
             raise InputError(f"input {spec.name!r}: shape {list(array.shape)} is outside the engine profile "
-                             f"({rng.describe()}); raise max_batch or dynamic_dims")
+                             f"({rng.describe()}); widen backend.tensorrt.dynamic_dims or the run setting it comes from")
         if not self._context.set_input_shape(spec.name, array.shape):
             raise InputError(f"input {spec.name!r}: TensorRT refused shape {list(array.shape)}, "
                              f"expected {spec.describe()}")

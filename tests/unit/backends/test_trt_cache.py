@@ -48,20 +48,22 @@ def test_key_is_stable() -> None:
     ("gpu_name", "NVIDIA H100"),
     ("compute_capability", "9.0"),
     ("profile_digest", profile_digest((ShapeRange("face", (1, 1, 64, 64), (2, 1, 64, 64), (8, 1, 64, 64)),))),
-    ("options_digest", options_digest(build_plan("10.3.0", "fp16", ["fp32"]), 2048, 3)),
+    ("options_digest", options_digest(build_plan("10.3.0", "fp16", ["fp32", "fp16"]), 2048, 3)),
 ])
 def test_any_component_changes_the_file_name(field: str, value: str) -> None:
     assert _key(**{field: value}).file_name() != _key().file_name()
 
 
 def test_options_digest_tracks_build_settings() -> None:
-    fp16 = build_plan("10.3.0", "fp16", ["fp32"])
+    fp16 = build_plan("10.3.0", "fp16", ["fp32", "fp16"])
     base = options_digest(fp16, 1024, 3)
     assert options_digest(fp16, 1024, 3) == base
     assert options_digest(fp16, 512, 3) != base
     assert options_digest(fp16, 1024, 4) != base
     assert options_digest(build_plan("10.3.0", "fp32", ["fp32"]), 1024, 3) != base
     assert options_digest(fp16, 1024, 3, {"x": 1}) != base
+    # The same model file built for TensorRT 10 (creation flag) and 11 (default) never shares an engine name.
+    assert options_digest(build_plan("11.0", "fp16", ["fp16"]), 1024, 3) != base
 
 
 def test_profile_digest_tracks_every_shape() -> None:

@@ -10,7 +10,7 @@ import pytest
 from edge_mer.backends.options import TrtOptions
 from edge_mer.backends.tensorrt import TensorRTBackend
 from edge_mer.backends.tensorrt.builder import configure, network_flags
-from edge_mer.backends.tensorrt.plan import BuildPlan, build_plan, parse_version
+from edge_mer.backends.tensorrt.plan import build_plan, parse_version
 from edge_mer.errors import BackendError
 
 ALL_FILES = ("fp32", "fp16", "int8")
@@ -34,38 +34,21 @@ def test_parse_version_rejects_garbage(text: str) -> None:
         parse_version(text)
 
 
-@pytest.mark.parametrize("version", ["10.3.0", "10.8"])
-@pytest.mark.parametrize(("precision", "onnx_key", "flags"), [
-    ("fp32", "fp32", ()),
-    ("fp16", "fp32", ("FP16",)),
-    ("int8", "int8", ("INT8", "FP16")),
-])
-def test_trt10_plans_are_weakly_typed_with_flags(version: str, precision: str, onnx_key: str,
-                                                 flags: tuple[str, ...]) -> None:
-    plan = build_plan(version, precision, ALL_FILES)
-    assert plan.onnx_key == onnx_key
-    assert plan.builder_flags == flags
-    assert plan.strongly_typed is False
-    assert plan.precision == precision
-
-
-def test_trt10_fp16_needs_only_the_fp32_file() -> None:
-    plan = build_plan("10.3.0", "fp16", ["fp32"])
-    assert (plan.onnx_key, plan.builder_flags) == ("fp32", ("FP16",))
-
-
-@pytest.mark.parametrize("version", ["11.0", "11.0.0.7", "12.1.0"])
+@pytest.mark.parametrize("version", ["10.3.0", "10.3.0.26", "10.8", "10.13.2", "11.0", "11.0.0.7", "12.1.0"])
 @pytest.mark.parametrize("precision", ALL_FILES)
-def test_trt11_plans_are_strongly_typed_without_flags(version: str, precision: str) -> None:
+def test_every_plan_is_strongly_typed_from_its_own_file(version: str, precision: str) -> None:
     plan = build_plan(version, precision, ALL_FILES)
-    assert plan.strongly_typed is True
-    assert plan.builder_flags == ()
     assert plan.onnx_key == precision
+    assert plan.precision == precision
+    # The creation flag exists (and is needed) on 10.x; 11 is strongly typed by default.
+    assert plan.creation_flag is (parse_version(version)[0] < 11)
+    assert "no precision flags" in plan.describe()
 
 
-def test_trt11_fp16_without_fp16_file_is_refused_naming_it() -> None:
+@pytest.mark.parametrize("version", ["10.3.0", "11.0"])
+def test_fp16_without_fp16_file_is_refused_naming_it(version: str) -> None:
     with pytest.raises(BackendError) as info:
-        build_plan("11.0", "fp16", ["fp32", "int8"])
+        build_plan(version, "fp16", ["fp32", "int8"])
     message = str(info.value)
     assert "no fp16 ONNX file" in message
     assert "has: fp32, int8" in message
@@ -93,7 +76,7 @@ def test_version_tuple_is_accepted_and_described() -> None:
     plan = build_plan((10, 3, 0), "int8", ALL_FILES)
     assert plan.trt_version == (10, 3, 0)
     text = plan.describe()
-    assert "TensorRT 10.3.0" in text and "INT8+FP16" in text and "weakly typed" in text
+    assert "TensorRT 10.3.0" in text and "int8 from the int8 ONNX file" in text and "STRONGLY_TYPED" in text
 
 
 # --- how builder.py turns a plan into TensorRT calls, with a stand-in tensorrt module ---
@@ -124,26 +107,27 @@ class _Config:
 
 def test_network_flags() -> None:
     trt = _fake_trt(strongly_typed_bit=1)
-    assert network_flags(trt, build_plan("10.3.0", "fp16", ALL_FILES)) == 0
-    # TensorRT 11 is strongly typed by default; its deprecated flag is not passed.
+    # TensorRT 10.x: STRONGLY_TYPED is asked for at network creation, for every precision.
+    for precision in ALL_FILES:
+        assert network_flags(trt, build_plan("10.3.0", precision, ALL_FILES)) == 1 << 1
+    # TensorRT 11 is strongly typed by default; its deprecated flag is not passed (nor needed).
     assert network_flags(trt, build_plan("11.0", "fp16", ALL_FILES)) == 0
     assert network_flags(_fake_trt(strongly_typed_bit=None), build_plan("11.0", "fp16", ALL_FILES)) == 0
-    strongly_typed_10 = BuildPlan((10, 3, 0), "fp32", "fp32", True, ())
-    assert network_flags(trt, strongly_typed_10) == 1 << 1
 
 
-def test_configure_sets_workspace_level_and_plan_flags() -> None:
+def test_trt10_without_the_strongly_typed_flag_is_refused() -> None:
+    with pytest.raises(BackendError, match="no NetworkDefinitionCreationFlag.STRONGLY_TYPED"):
+        network_flags(_fake_trt(strongly_typed_bit=None), build_plan("10.3.0", "fp32", ALL_FILES))
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.0"])
+@pytest.mark.parametrize("precision", ALL_FILES)
+def test_configure_sets_workspace_and_level_and_never_a_precision_flag(version: str, precision: str) -> None:
     config = _Config()
-    configure(_fake_trt(), config, build_plan("10.3.0", "int8", ALL_FILES),
-              TrtOptions(workspace_mib=256, builder_optimization_level=5))
+    # The stand-in has no BuilderFlag members at all: any set_flag call would fail to find one.
+    configure(_fake_trt(flags=()), config, TrtOptions(workspace_mib=256, builder_optimization_level=5))
     assert config.pools == {"pool:workspace": 256 << 20}
     assert config.builder_optimization_level == 5
-    assert config.flags == ["flag:INT8", "flag:FP16"]
-
-
-def test_configure_on_trt11_never_asks_for_removed_flags() -> None:
-    config = _Config()
-    configure(_fake_trt(flags=()), config, build_plan("11.0", "fp16", ALL_FILES), TrtOptions())
     assert config.flags == []
 
 

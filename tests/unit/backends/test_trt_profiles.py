@@ -41,6 +41,28 @@ def test_dynamic_dims_override_batch_default() -> None:
     assert (rng.min[0], rng.opt[0], rng.max[0]) == (2, 3, 5)
 
 
+def test_fed_ranges_come_before_the_batch_default() -> None:
+    fed = {"N": (1, 1, 4), "T": (101, 201, 3002)}
+    face, mel = profile_shapes([FACE, AUDIO], TrtOptions(), fed)
+    assert (face.min[0], face.opt[0], face.max[0]) == (1, 1, 4)
+    assert (mel.min, mel.opt, mel.max) == ((1, 1, 64, 101), (1, 1, 64, 201), (4, 1, 64, 3002))
+
+
+def test_config_narrows_a_fed_range() -> None:
+    fed = {"N": (1, 1, 1), "T": (101, 201, 3002)}
+    (mel,) = profile_shapes([AUDIO], TrtOptions(dynamic_dims={"T": (150, 201, 401)}), fed)
+    assert (mel.min[3], mel.opt[3], mel.max[3]) == (150, 201, 401)
+
+
+def test_config_range_that_leaves_out_what_the_run_feeds_is_refused() -> None:
+    fed = {"N": (1, 1, 1), "T": (101, 2001, 3002)}
+    with pytest.raises(BackendError) as info:
+        profile_shapes([AUDIO], TrtOptions(dynamic_dims={"T": (101, 201, 401)}), fed)
+    message = str(info.value)
+    assert "dynamic_dims.T = [101, 201, 401] leaves out the size 2001 this run feeds" in message
+    assert "derived range [101, 2001, 3002]" in message and "\n" not in message
+
+
 def test_static_spec_gives_equal_shapes() -> None:
     (rng,) = profile_shapes([TensorSpec("eeg", (1, 8, 256), "float32")], TrtOptions())
     assert rng.min == rng.opt == rng.max == (1, 8, 256)
