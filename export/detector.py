@@ -32,7 +32,7 @@ from edge_mer_export.config import ExportConfig
 from edge_mer_export.errors import ExportError
 from edge_mer_export.fp16 import make_fp16
 from edge_mer_export.gate import LATENCY_OPTIONS, measure_latency
-from edge_mer_export.int8 import make_int8, output_convs
+from edge_mer_export.int8 import make_int8, stem_convs
 from edge_mer_export.onnx_checks import prepare_model
 from edge_mer_export.outputs import candidate_path, with_precisions
 from edge_mer_export.qdq_lint import check_qdq
@@ -129,8 +129,8 @@ def export_detector(cfg: ExportConfig, bundle: Bundle, name: str, out: Path, wor
     evaluation = read_frames(cfg.detector_eval, cfg.detector_every, cfg.detector_frames)
     feeds_eval = detector_feeds(evaluation[:1], spec.inputs[0].name, spec.decoding, layout)
     prepared = _at_least_opset_13(prepare_model(fp32, work / f"detector.{name}.prepared.onnx"))
-    # The heads' outputs are the box offsets and score logits themselves: they stay float (see output_convs).
-    heads = output_convs(onnx.load(str(prepared)))
+    # The stem stays float in INT8: it loses too many faces quantized (see stem_convs).
+    stem = stem_convs(onnx.load(str(prepared)))
     files: dict[str, Path] = {}
     for precision in cfg.precisions:
         target = candidate_path(out, spec, precision)  # type: ignore[arg-type]  # same fields as an encoder's
@@ -140,12 +140,12 @@ def export_detector(cfg: ExportConfig, bundle: Bundle, name: str, out: Path, wor
             calib = read_frames(cfg.detector_calib, cfg.detector_every, cfg.calib_size)
             feeds = detector_feeds(calib, spec.inputs[0].name, spec.decoding, layout)
             files["int8"] = make_int8(prepared, target, lambda: FeedsReader(feeds), method=cfg.method,
-                                      cache_dir=cfg.cache_dir, keep_float=heads)
+                                      cache_dir=cfg.cache_dir, keep_float=stem)
             check_qdq(files["int8"])
     reference = _detect_all(fp32, bundle, name, evaluation)
     reports = {"fp32": PrecisionReport(True, None, _latency_ms(fp32, "fp32", feeds_eval[0], cfg.latency_iterations))}
     results: dict[str, Any] = {"eval": {"source": str(cfg.detector_eval), "frames": len(evaluation)},
-                               "calibration": {"source": str(cfg.detector_calib), "float_layers": heads}, "precisions": {}}
+                               "calibration": {"source": str(cfg.detector_calib), "float_layers": stem}, "precisions": {}}
     gate = DetectionGate(cfg.min_detection_recall, cfg.min_detection_iou)
     for precision, path in files.items():
         metrics = compare_detections(reference, _detect_all(path, bundle, name, evaluation))
@@ -178,4 +178,7 @@ def detector_markdown(name: str, det: dict[str, Any]) -> list[str]:
         m = r["metrics"]
         lines.append(f"| {precision} | {'pass' if r['passed'] else cell('; '.join(r['reasons']))} | "
                      f"{m['recall']:.3f} | {m['mean_iou']:.3f} | {m['extra_per_frame']:.3f} | {r['p50_ms']} |")
+    float_layers = det.get("calibration", {}).get("float_layers") or []
+    if float_layers:
+        lines += ["", f"INT8 keeps {len(float_layers)} stem layers in float: {cell(', '.join(float_layers))}."]
     return lines + [""]

@@ -271,28 +271,24 @@ def fuse_residual_adds(model: onnx.ModelProto) -> list[str]:
     return changed
 
 
-def output_convs(model: onnx.ModelProto) -> list[str]:
-    """Names of the Conv nodes that produce graph outputs with no other Conv in between (a detector's heads).
+def stem_convs(model: onnx.ModelProto, blocks: int = 2) -> list[str]:
+    """Names of the Conv nodes before the ``blocks``-th residual Add, in graph order (a network's stem).
 
-    Their outputs are the box offsets and score logits themselves: an INT8
-    step there moves boxes and tips scores across the detection threshold,
-    while the rest of the network quantizes with little loss.  Names are those
-    of :func:`_named`.
+    The stem sees the raw image, whose fine contrast an INT8 step there
+    loses for every later layer; BlazeFace keeps its recall only with these
+    layers in float (the choice was made on a validation video, see
+    ``training/README.md``).  Names are those of :func:`_named`.
     """
-    named = _named(model)
-    producer = {out: node for node in named.graph.node for out in node.output}
     found: list[str] = []
-    stack, seen = [o.name for o in named.graph.output], set()
-    while stack:
-        node = producer.get(stack.pop())
-        if node is None or node.name in seen:
-            continue
-        seen.add(node.name)
-        if node.op_type == "Conv":
+    adds = 0
+    for node in _named(model).graph.node:
+        if node.op_type == "Add":
+            adds += 1
+            if adds >= blocks:
+                break
+        elif node.op_type == "Conv":
             found.append(node.name)
-        else:
-            stack.extend(node.input)
-    return sorted(found)
+    return found
 
 
 def _quantize_ort(model: onnx.ModelProto, src: Path, dst: Path, method: str, cache: Path, per_channel: bool,
@@ -356,7 +352,7 @@ def make_int8(src: Path, dst: Path, reader_factory: ReaderFactory, *, method: Me
     :data:`~edge_mer_export.config.DEFAULT_METHOD`, as ``edge-mer export``
     does.  ``cache_dir`` keeps the calibration ranges between runs (``None``:
     no cache).  ``keep_float`` names nodes (as :func:`_named` names them)
-    left in float, e.g. :func:`output_convs`.  ``src`` should come from :func:`~edge_mer_export.onnx_checks.prepare_model`.  The output
+    left in float, e.g. :func:`stem_convs`.  ``src`` should come from :func:`~edge_mer_export.onnx_checks.prepare_model`.  The output
     passes :func:`~edge_mer_export.qdq_lint.check_qdq`.
     """
     onnxruntime_module()  # telemetry events off before the quantizer creates its sessions

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from edge_mer.bundle.schema import DetectorSpec, FusionHead, TensorInfo
 from edge_mer.errors import BundleError
-from edge_mer.preprocess.face_track import MAX_FACES
+from edge_mer.preprocess.face_params import MAX_FACES
 
 Range = tuple[int, int, int]
 

@@ -20,7 +20,7 @@ from edge_mer.names import PRECISIONS, Modality
 from edge_mer.preprocess.audio import AudioParams
 from edge_mer.preprocess.blazeface import BlazeFaceDecoding
 from edge_mer.preprocess.eeg import EegParams
-from edge_mer.preprocess.face import FaceParams
+from edge_mer.preprocess.face_params import FaceParams
 
 FORMAT = "edge-mer-bundle/1"
 _PARAMS_BY_MODALITY = {"face": FaceParams, "speech": AudioParams, "eeg": EegParams}

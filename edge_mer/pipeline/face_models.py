@@ -24,7 +24,7 @@ from edge_mer.preprocess.blazeface import BlazeFaceDecoding
 from edge_mer.preprocess.detection import DetectorModel, FaceDetector, check_model_file
 from edge_mer.preprocess.face_blazeface import FULL_RANGE, BlazeFaceFullDetector
 from edge_mer.preprocess.face_detect import DETECTORS, FaceDetectorOptions, create_detector
-from edge_mer.preprocess.face_track import MAX_FACES
+from edge_mer.preprocess.face_params import MAX_FACES
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from edge_mer.config import require
 from edge_mer.errors import InputError
+from edge_mer.preprocess.opencv import cv2
 
 #: Bounds on what a manifest may ask for (the anchor table is allocated from them).
 MAX_INPUT_SIDE, MAX_LAYERS, MAX_ANCHORS = 1024, 16, 1 << 16

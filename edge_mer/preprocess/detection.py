@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import cv2
+from edge_mer.preprocess.opencv import cv2
 import numpy as np
 
 from edge_mer.errors import ConfigError, InputError

@@ -10,16 +10,15 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-import cv2
+from edge_mer.preprocess.opencv import cv2
 import numpy as np
 
-from edge_mer.config import require
 from edge_mer.errors import InputError
 from edge_mer.names import ReasonCode
 from edge_mer.preprocess.base import Invalid
+from edge_mer.preprocess.face_params import Box, FaceParams
 from edge_mer.preprocess.detection import Detection, FaceDetector
 from edge_mer.preprocess.face_track import FaceTracker, Primary, TrackedFace
 
@@ -28,54 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
-                  "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
-
-Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
-#: Largest crop side a manifest may ask for (a batch of crops is allocated from it).
-MAX_SIDE = 1024
-
-
-@dataclass(frozen=True)
-class FaceParams:
-    """How a face crop becomes the encoder's input tensor.
-
-    Pixels are scaled as ``(p / 255 - mean) / std`` per channel; ``margin`` is
-    the fraction of the detected box's side added on each side before the
-    square crop.  ``color`` is the model's input colour order (frames arrive
-    as OpenCV BGR).
-    """
-
-    size: tuple[int, int] = (64, 64)
-    color: Literal["gray", "bgr", "rgb"] = "gray"
-    mean: tuple[float, ...] = (0.5,)
-    std: tuple[float, ...] = (0.5,)
-    margin: float = 0.0
-    interpolation: Literal["linear", "area", "cubic", "nearest"] = "linear"
-    layout: Literal["NCHW", "NHWC"] = "NCHW"
-
-    def __post_init__(self) -> None:
-        require(len(self.size) == 2 and all(8 <= s <= MAX_SIDE for s in self.size),
-                f"size must be [width, height], each 8..{MAX_SIDE} pixels, got {list(self.size)[:4]}")
-        channels = self.channels
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            require(len(value) in (1, channels),
-                    f"{name} needs 1 or {channels} values for color {self.color!r}, got {len(value)}")
-            require(all(math.isfinite(v) for v in value), f"{name} must be finite numbers, got {list(value)}")
-        require(all(s > 0 for s in self.std), f"std must be > 0, got {list(self.std)}")
-        require(0.0 <= self.margin <= 1.0, f"margin must be in 0..1, got {self.margin}")
-
-    @property
-    def channels(self) -> int:
-        return 1 if self.color == "gray" else 3
-
-    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
-        w, h = self.size
-        if self.layout == "NCHW":
-            return (batch, self.channels, h, w)
-        return (batch, h, w, self.channels)
-
+#: FaceParams.interpolation -> the name of OpenCV's flag (looked up when used: cv2 loads lazily).
+_INTERPOLATION = {"linear": "INTER_LINEAR", "area": "INTER_AREA", "cubic": "INTER_CUBIC", "nearest": "INTER_NEAREST"}
 
 def square_crop(frame: np.ndarray, box: Box, margin: float, shift: float = 0.0) -> np.ndarray:
     """A square crop centred on ``box`` (moved up by ``shift`` of its side), its side ``max(w, h) * (1 + 2 * margin)``.
@@ -155,7 +108,7 @@ def prepare_crops(crops: Sequence[np.ndarray], params: FaceParams, out: np.ndarr
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise InputError(f"output buffer is {out.dtype}{list(out.shape)}, expected float32{list(shape)}")
-    interp = _INTERPOLATION[params.interpolation]
+    interp = getattr(cv2, _INTERPOLATION[params.interpolation])
     mean = np.asarray(params.mean, dtype=np.float32)
     inv_std = 1.0 / np.asarray(params.std, dtype=np.float32)
     for i, crop in enumerate(crops):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
+from edge_mer.preprocess.opencv import cv2
 import numpy as np
 
 from edge_mer.preprocess.detection import Detection

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from edge_mer.config import require
+from edge_mer.preprocess.face_params import MAX_FACES
 from edge_mer.preprocess.detection import Detection, FaceDetector, Region, check_frame, iou
 from edge_mer.preprocess.face_follow import Template, capture, follow
 
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 __all__ = ["MAX_FACES", "FaceTracker", "Primary", "TrackedFace", "iou"]
 
 Primary = Literal["largest", "center"]
-#: Most faces one frame may follow (each costs a crop and an encoder row per processed frame).
-MAX_FACES = 16
 #: The primary face changes only when another is this much better (area ratio, or centre distance
 #: as a fraction of the frame diagonal): two faces of about the same size must not swap every frame.
 _AREA_HYSTERESIS, _CENTER_HYSTERESIS = 1.25, 0.05

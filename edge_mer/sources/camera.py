@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
+from edge_mer.preprocess.opencv import cv2
 import numpy as np
 
 from edge_mer.config import require

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 
-import cv2
+from edge_mer.preprocess.opencv import cv2
 import numpy as np
 
 from edge_mer.errors import SensorError

@@ -253,3 +253,23 @@ def test_int8_output_that_fails_the_lint_is_not_written(conv: tuple, tmp_path: P
     with pytest.raises(QdqLintError, match=r"INT8 model of .*conv\.onnx: \d+ Q/DQ problem\(s\): .*expected 0"):
         make_int8(src, dst, lambda: ListReader(feeds), method="minmax")
     assert not dst.exists()
+
+
+def test_stem_convs_are_the_convs_before_the_nth_residual_add(conv: tuple, tmp_path: Path) -> None:
+    src, feeds = conv
+    model = onnx.load(str(src))
+    assert int8.stem_convs(model, blocks=1) == ["conv1", "conv2"]
+    assert int8.stem_convs(model, blocks=2) == ["conv1", "conv2"]  # one Add only: every Conv is stem
+
+
+def test_int8_keep_float_leaves_those_convs_unquantized(conv: tuple, tmp_path: Path) -> None:
+    src, feeds = conv
+    dst = make_int8(src, tmp_path / "conv.int8.onnx", lambda: ListReader(feeds), keep_float=["conv1"])
+    assert lint_qdq(dst) == []
+    model = onnx.load(str(dst))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    by_name = {n.name: n for n in model.graph.node}
+    # conv1 reads the raw input and its float weight; conv2 still reads DequantizeLinear outputs.
+    assert by_name["conv1"].input[0] == "x" and by_name["conv1"].input[1] == "W1"
+    assert producers[by_name["conv2"].input[0]].op_type == "DequantizeLinear"
+    assert agreement(src, dst, feeds) >= 0.9
