@@ -13,7 +13,10 @@ import dataclasses
 import enum
 import functools
 import json
-import tomllib
+try:
+    import tomllib  # novermin: 3.10 takes the tomli fallback below
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser as the tomli backport
+    import tomli as tomllib
 import types
 import typing
 from pathlib import Path

@@ -11,7 +11,6 @@ import logging
 import os
 import platform
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from edge_mer import __version__
 from edge_mer.backends.registry import availability
 from edge_mer.bundle import default_bundle_path, load_bundle
+from edge_mer.cli.readiness import CHECKS, Part, readiness
 from edge_mer.fusion.registry import rule_class
 
 log = logging.getLogger(__name__)
@@ -83,14 +83,8 @@ def _audio_inputs() -> list[str] | str:
 
 
 def _brainflow_version() -> str | None:
-    if importlib.util.find_spec("brainflow") is None:
-        return None
-    from brainflow.board_shim import BoardShim
-
-    with warnings.catch_warnings():
-        # brainflow locates its native library through pkg_resources on Python 3.11.
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-        return BoardShim.get_version()
+    part = CHECKS["brainflow"]()
+    return part.detail.removeprefix("native library ") if part.ok else None
 
 
 def collect() -> dict[str, Any]:
@@ -106,6 +100,7 @@ def collect() -> dict[str, Any]:
         "cameras": _cameras(),
         "audio_inputs": _audio_inputs(),
         "brainflow": _brainflow_version(),
+        "readiness": readiness(),
         "default_bundle": bundle.summary(),
     }
 
@@ -118,7 +113,10 @@ def _print_text(info: dict[str, Any]) -> None:
     print("cameras: " + (", ".join(info["cameras"]) or "none visible"))
     audio = info["audio_inputs"]
     print("audio inputs: " + (audio if isinstance(audio, str) else (", ".join(audio) or "none visible")))
-    print(f"brainflow: {info['brainflow'] or 'not installed'}")
+    print(f"brainflow: {info['brainflow'] or 'not installed or no native library'}")
+    print(f"optional parts on {info['platform']}:")
+    for part in info["readiness"].values():
+        print(Part(**part).line())
     print("default " + info["default_bundle"])
 
 
