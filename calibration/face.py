@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import cv2
+from edge_mer.preprocess.opencv import cv2
 import numpy as np
 
 from edge_mer.errors import ConfigError, InputError, SensorError

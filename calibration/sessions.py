@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
+from edge_mer.preprocess.opencv import cv2
 import numpy as np
 import soundfile
 

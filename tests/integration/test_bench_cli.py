@@ -68,13 +68,9 @@ def test_encoders_every_modality_at_fp32(report: dict[str, Any]) -> None:
     encoders = report["encoders"]
     assert {"face", "speech", "eeg"} <= set(encoders)
     for name, per_precision in encoders.items():
-        # the default bundle ships fp16/int8 for speech only (training/export_default.py); the others are skipped
-        if name == "speech":
-            assert list(per_precision) == ["fp32", "fp16", "int8"], name
-            assert all("p50_ms" in per_precision[p] for p in ("fp16", "int8"))
-        else:
-            assert set(per_precision) <= {"fp32", "fp16", "int8"} and all(
-                per_precision[p] == {"skipped": f"no {p} model in the bundle"} for p in per_precision if p != "fp32")
+        # the default bundle ships fp16 and int8 of every encoder (training/export_default.py)
+        assert list(per_precision) == ["fp32", "fp16", "int8"], name
+        assert all("p50_ms" in per_precision[p] for p in ("fp16", "int8"))
         r = per_precision["fp32"]
         assert r["batch"] == 1 and r["iterations"] == 20 and r["backend"] == "onnxruntime"
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"], (name, r)
@@ -150,18 +146,15 @@ def test_terminal_tables_and_markdown_file(full_run, report: dict[str, Any]) -> 
     assert "| edge-mer |" in markdown and "| face | fp32 |" in markdown
 
 
-def test_json_to_stdout_and_int8_skipped_where_the_bundle_has_none(tmp_path: Path) -> None:
+def test_json_to_stdout_and_int8_of_every_encoder(tmp_path: Path) -> None:
     result = _bench("--precisions", "int8", "--no-pipeline", "--no-face-path", "--iterations", "10", "--json", "-",
                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = _strict_json(result.stdout)  # stdout is the JSON alone
     assert "pipeline" not in report and "face_path" not in report
     assert set(report["encoders"]) >= {"face", "speech", "eeg"}
-    for name, per_precision in report["encoders"].items():
-        if name == "speech":  # the one encoder the default bundle ships in int8
-            assert list(per_precision) == ["int8"] and per_precision["int8"]["p50_ms"] > 0
-        else:
-            assert per_precision == {"int8": {"skipped": "no int8 model in the bundle"}}, name
+    for name, per_precision in report["encoders"].items():  # the default bundle ships int8 of every encoder
+        assert list(per_precision) == ["int8"] and per_precision["int8"]["p50_ms"] > 0, name
 
 
 @pytest.mark.parametrize("args, message", [

@@ -120,11 +120,16 @@ def test_configuration_errors_are_one_line_and_exit_2(tmp_path: Path, toml: str,
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
-def test_missing_precision_is_a_one_line_error(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "edge_mer.cli.main", "run", "--replay", str(DEMO), "--fast",
-                             "--precision", "int8"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("edge-mer: error: encoder 'face' has no int8 model")
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_the_default_bundle_runs_at_int8_and_fp16_out_of_the_box(precision: str, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "edge_mer.cli.main", "--log-level", "INFO", "run", "--replay",
+                             str(DEMO), "--fast", "--precision", precision], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    decisions = [json.loads(line) for line in result.stdout.splitlines()]
+    assert decisions and any(m["valid"] for d in decisions for m in d["modalities"].values())
+    for modality in ("face", "speech", "eeg"):
+        assert f"{modality}: encoder" in result.stderr and f"({precision}) on onnxruntime" in result.stderr
 
 
 def test_no_hardware_replays_the_demo_and_says_so(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 DIRS = {"edge_mer": "edge_mer", "export": "edge_mer_export", "calibration": "edge_mer_calibration"}
 
@@ -42,8 +44,40 @@ def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("Run the tests:", 1)[1]
     command = section.split("```sh\n", 1)[1].split("\n```", 1)[0].strip()
-    assert "pytest" in command
+    assert command == "scripts/test"
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+    script = (ROOT / "scripts" / "test").read_text()
+    # It installs what PyAudio compiles against, makes the venv, installs [dev] and runs pytest.
+    assert "portaudio19-dev" in script and "python3 -m venv .venv" in script
+    assert ".venv/bin/pip install -q -e '.[dev]'" in script and "exec .venv/bin/python -m pytest" in script
+
+
+def test_scripts_test_names_missing_packages_in_one_line_when_it_cannot_install() -> None:
+    import os
+    import subprocess
+
+    if os.geteuid() == 0:
+        # As root it would install them; run it as an unprivileged user when the host has one.
+        import pwd
+
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("no unprivileged user to run scripts/test as")
+        user = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"]
+    else:
+        user = []
+    # A copy whose package list names one that is surely not installed, so nothing else runs.
+    script = (ROOT / "scripts" / "test").read_text().replace("PACKAGES=(portaudio19-dev)",
+                                                             "PACKAGES=(edge-mer-no-such-package)")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # no sudo rights for nobody
+    # Fed on stdin from "/", which any user may read: the script stops before touching a venv.
+    result = subprocess.run([*user, "bash", "-s"], input=script, capture_output=True, text=True,
+                            timeout=60, env=env, cwd="/")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "scripts/test: missing system packages: edge-mer-no-such-package; "
+        "install them with: sudo apt-get install edge-mer-no-such-package"]
 
 
 def test_deploy_example_configuration_is_valid() -> None:

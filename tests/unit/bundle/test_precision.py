@@ -14,14 +14,21 @@ FAKE = FileEntry("face/x.onnx", "0" * 64)
 
 def _spec(**reports: PrecisionReport):
     spec = load_bundle(default_bundle_path()).encoder("face")
-    models = dict(spec.models) | {p: FAKE for p, r in reports.items() if r.passed and p != "fp32"}
+    models = {"fp32": spec.models["fp32"]} | {p: FAKE for p, r in reports.items() if r.passed and p != "fp32"}
     return dataclasses.replace(spec, models=models, precisions=reports)
 
 
 def test_auto_without_gate_results_is_fp32() -> None:
-    spec = load_bundle(default_bundle_path()).encoder("face")
+    spec = _spec()
     assert resolve_precision("face", spec, "auto", "onnxruntime") == "fp32"
     assert resolve_precision("face", spec, "auto", "tensorrt") == "fp32"
+
+
+def test_the_default_bundle_face_runs_int8_on_tensorrt_and_its_fastest_on_onnxruntime() -> None:
+    spec = load_bundle(default_bundle_path()).encoder("face")
+    assert resolve_precision("face", spec, "auto", "tensorrt") == "int8"
+    fastest = min(spec.precisions, key=lambda p: spec.precisions[p].cpu_latency_ms)
+    assert resolve_precision("face", spec, "auto", "onnxruntime") == fastest
 
 
 def test_auto_picks_the_fastest_passed_precision_on_onnxruntime() -> None:
