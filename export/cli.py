@@ -50,6 +50,8 @@ FLAGS: tuple[Flag, ...] = (
     ("--detector-calib", "detector_calib", str, "another video whose frames calibrate the detector's INT8"),
     ("--detector-every", "detector_every", int, "use every n-th frame of those videos (default 10)"),
     ("--detector-frames", "detector_frames", int, "at most this many evaluation frames (default 300)"),
+    ("--detector-calib-frames", "detector_calib_frames", int,
+     "at most this many calibration frames for the detector's INT8 (default 256)"),
     ("--min-detection-recall", "min_detection_recall", float, "smallest share of FP32 faces found (default 0.95)"),
     ("--min-detection-iou", "min_detection_iou", float, "smallest mean IoU with FP32 boxes (default 0.85)"),
     ("--va-eval", "va_eval", _VA_DATA, "valence/arousal evaluation data of an encoder with a valence_arousal "

@@ -57,6 +57,8 @@ class ExportConfig:
     detector_calib: Path | None = None
     detector_every: int = 10
     detector_frames: int = 300
+    #: Frames of ``detector_calib`` that calibrate the detector's INT8 (``calib_size`` is the encoders').
+    detector_calib_frames: int = 256
     min_detection_recall: float = 0.95
     min_detection_iou: float = 0.85
     #: V/A-labelled evaluation data per encoder (a CSV of ``path,valence,arousal`` rows, see
@@ -83,6 +85,8 @@ class ExportConfig:
         require(self.hop_s > 0, f"hop_s must be > 0, got {self.hop_s}")
         require(1 <= self.detector_every <= 1000, f"detector_every must be 1..1000 frames, got {self.detector_every}")
         require(1 <= self.detector_frames <= 5000, f"detector_frames must be 1..5000, got {self.detector_frames}")
+        require(1 <= self.detector_calib_frames <= 5000,
+                f"detector_calib_frames must be 1..5000, got {self.detector_calib_frames}")
         require(0.0 <= self.min_detection_recall <= 1.0,
                 f"min_detection_recall must be in 0..1, got {self.min_detection_recall}")
         require(0.0 <= self.min_detection_iou <= 1.0, f"min_detection_iou must be in 0..1, got {self.min_detection_iou}")

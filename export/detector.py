@@ -137,7 +137,7 @@ def export_detector(cfg: ExportConfig, bundle: Bundle, name: str, out: Path, wor
         if precision == "fp16":
             files["fp16"] = make_fp16(prepared, target)
         else:
-            calib = read_frames(cfg.detector_calib, cfg.detector_every, cfg.calib_size)
+            calib = read_frames(cfg.detector_calib, cfg.detector_every, cfg.detector_calib_frames)
             feeds = detector_feeds(calib, spec.inputs[0].name, spec.decoding, layout)
             files["int8"] = make_int8(prepared, target, lambda: FeedsReader(feeds), method=cfg.method,
                                       cache_dir=cfg.cache_dir, keep_float=stem)

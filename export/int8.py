@@ -271,7 +271,7 @@ def fuse_residual_adds(model: onnx.ModelProto) -> list[str]:
     return changed
 
 
-def stem_convs(model: onnx.ModelProto, blocks: int = 2) -> list[str]:
+def stem_convs(model: onnx.ModelProto, blocks: int = 3) -> list[str]:
     """Names of the Conv nodes before the ``blocks``-th residual Add, in graph order (a network's stem).
 
     The stem sees the raw image, whose fine contrast an INT8 step there

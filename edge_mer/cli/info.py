@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import importlib.metadata
 import importlib.util
 import json
 import logging
-import os
 import platform
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ from edge_mer.backends.registry import availability
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.cli.readiness import CHECKS, Part, readiness
 from edge_mer.fusion.registry import rule_class
+from edge_mer.sources.native_stderr import native_stderr_silenced as _native_stderr_silenced
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +46,6 @@ def _ort_providers() -> list[str]:
 def _cameras() -> list[str]:
     # Listing device nodes never opens a camera, so info cannot hang on a busy one.
     return sorted(glob.glob("/dev/video*"))
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    # PortAudio's ALSA probing writes dozens of lines straight to fd 2 on hosts
-    # without sound cards; Python-level redirection cannot catch C writes.
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _audio_inputs() -> list[str] | str:

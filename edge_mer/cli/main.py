@@ -99,6 +99,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(sig, old)
 
 
+def _quiet_native_logs(level: str) -> None:
+    """Below DEBUG, keep OpenCV's own C++ log lines (``[ WARN:0@0.01] global cap_v4l.cpp:914 ...``) off stderr.
+
+    A camera that cannot be opened already fails with edge-mer's one-line
+    SensorError; OpenCV's warnings about each backend it tried only bury it.
+    An ``OPENCV_LOG_LEVEL`` the user set wins. (PortAudio's ALSA/JACK output is
+    silenced where the microphone calls it: :mod:`edge_mer.sources.native_stderr`.)
+    """
+    if level == "DEBUG" or "OPENCV_LOG_LEVEL" in os.environ:
+        return
+    os.environ["OPENCV_LOG_LEVEL"] = "FATAL"  # read when cv2 logs first; cv2 is imported lazily, after this
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:  # imported already (a plugin): tell it directly
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     """Parse, configure logging, run the chosen command; user errors become one line and exit 2."""
     # brainflow imports pkg_resources, whose deprecation warning would greet every user on stderr.
@@ -107,6 +123,7 @@ def _main(argv: Sequence[str] | None) -> int:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _quiet_native_logs(args.log_level)
         code = int(args._run(args) or 0)
         sys.stdout.flush()  # here, not at interpreter exit, so a closed pipe is handled below
         return code

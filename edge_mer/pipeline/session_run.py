@@ -58,6 +58,10 @@ def _open_all(sources: dict[str, Source], stack: contextlib.ExitStack) -> dict[s
             log.debug("%s source cannot open: %s", modality, exc)
             failed[modality] = str(exc)
             del sources[modality]
+            continue
+        info = source.info
+        log.info("%s: %s opened (%g %s)", modality, info.description or type(source).__name__, info.rate,
+                 "fps" if modality == "face" else "Hz")
     return failed
 
 
@@ -85,7 +89,8 @@ def _choose_sources(config: RunConfig, allow_demo: bool, stack: contextlib.ExitS
             # The user asked for this sensor: running without it would hide a typo or an unplugged device.
             raise SensorError(f"{named[0]} sensor cannot open: {failed[named[0]]}")
         for modality, error in failed.items():
-            log.error("%s source cannot open (the other modalities go on): %s", modality, error)
+            # A default sensor that is not there (no camera on this host): one line, and the run goes on.
+            log.warning("%s: no sensor (the other modalities go on): %s", modality, error)
         stack.push(trial.pop_all())
     return sources, None, failed
 

@@ -1,7 +1,7 @@
 """Reconnect policy of the live sources: exponential backoff, consecutive-failure limit, interruptible waits.
 
-A source that loses its device (a camera stream that stops, a BrainFlow
-session that vanishes) makes a :class:`Backoff` from its configuration's
+A source that loses its device (a camera stream that stops, a microphone
+that falls silent, a BrainFlow session that vanishes) makes a :class:`Backoff` from its configuration's
 ``reconnect_min_s``/``reconnect_max_s``/``max_failures`` and the stop Event
 that ``close()`` sets, then loops::
 

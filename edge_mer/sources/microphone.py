@@ -9,30 +9,44 @@ by :func:`~edge_mer.preprocess.audio.to_mono`). ``t_ns`` is the daemon-clock
 time of a chunk's newest sample, derived from PortAudio's ADC time of the
 buffer when the host API provides it; the ADC time itself is ``meta["device_time"]``.
 
+When no audio arrives for ``read_timeout_s`` (the device was unplugged or its
+stream stopped) the stream and PortAudio are released and opened again, on the
+iterating thread, with exponential backoff from ``reconnect_min_s`` to
+``reconnect_max_s`` (:mod:`edge_mer.sources.backoff`); nothing is yielded
+meanwhile, so the daemon's health shows the modality as stalled.
+``max_failures`` consecutive failed reconnects (0 = never give up) raise
+:class:`~edge_mer.errors.SensorError`. :meth:`MicrophoneSource.open` itself
+fails at once (SensorError naming the device) when the device cannot be opened.
+
 With ``MicrophoneConfig.file`` set, a :class:`~edge_mer.sources.wav.WavFileSource`
-plays that file instead (see :mod:`edge_mer.sources.registry`). PyAudio is imported lazily.
+plays that file instead (see :mod:`edge_mer.sources.registry`). PortAudio
+itself is behind :mod:`edge_mer.sources.audio_input`.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edge_mer.config import require
 from edge_mer.errors import ConfigError, SensorError
 from edge_mer.preprocess.audio import to_mono
+from edge_mer.sources.audio_input import (PA_CONTINUE, PA_INPUT_OVERFLOW, Callback, InputStream, describe_inputs,
+                                          open_input, select_input_device)
+from edge_mer.sources.backoff import Backoff, ReconnectPolicy
 from edge_mer.sources.base import Chunk, Source, StreamInfo
 from edge_mer.sources.wav import WavFileSource, chunk_samples
 
 log = logging.getLogger(__name__)
 
-STALL_S = 2.0  # no callback for this long (at least 4 chunks) means the device is gone
+__all__ = ["AudioRing", "MicrophoneConfig", "MicrophoneSource", "Opener", "describe_inputs", "open_pyaudio",
+           "select_input_device", "wav_file_source"]
+
 _MAX_LATENCY_S = 1.0  # ADC timestamps further off than this are treated as unusable
 
 
@@ -40,7 +54,11 @@ _MAX_LATENCY_S = 1.0  # ADC timestamps further off than this are treated as unus
 class MicrophoneConfig:
     """PyAudio input: ``device`` is "" (the default input), an index, or a name substring.
 
-    ``file`` replaces the microphone by a WAV file read at its real rate (same interface).
+    ``file`` replaces the microphone by a WAV file read at its real rate (same
+    interface). No audio for ``read_timeout_s`` (and at least 4 chunks) means
+    the device is gone: it is reopened with exponential backoff from
+    ``reconnect_min_s`` to ``reconnect_max_s``; ``max_failures`` consecutive
+    failed reconnects (0 = never give up) end the source.
     """
 
     device: str = ""
@@ -49,6 +67,10 @@ class MicrophoneConfig:
     chunk_ms: float = 20.0
     buffer_s: float = 10.0
     file: Path | None = None
+    read_timeout_s: float = 2.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 10.0
+    max_failures: int = 0
 
     def __post_init__(self) -> None:
         require(8000 <= self.rate <= 384000, f"rate must be in 8000..384000 Hz, got {self.rate}")
@@ -59,46 +81,26 @@ class MicrophoneConfig:
                                          f"{len(self.device)} characters")
         if self.device.strip().lstrip("-").isdigit():
             require(0 <= int(self.device) <= 4096, f"device index must be in 0..4096, got {self.device}")
+        require(0.1 <= self.read_timeout_s <= 60.0, f"read_timeout_s must be in 0.1..60 s, got {self.read_timeout_s}")
+        require(0 < self.reconnect_min_s <= self.reconnect_max_s <= 3600,
+                f"reconnect delays need 0 < reconnect_min_s <= reconnect_max_s <= 3600 s, got "
+                f"{self.reconnect_min_s} and {self.reconnect_max_s}")
+        require(self.max_failures >= 0, f"max_failures must be >= 0 (0 = never give up), got {self.max_failures}")
+
+    @property
+    def reconnect_policy(self) -> ReconnectPolicy:
+        """The backoff between reconnect attempts these options describe."""
+        return ReconnectPolicy(self.reconnect_min_s, self.reconnect_max_s, self.max_failures)
 
 
-def describe_inputs(devices: Sequence[Mapping[str, Any]]) -> str:
-    """``"0: name (2 ch, 44100 Hz), ..."`` for an error message, or ``"none"``."""
-    if not devices:
-        return "none (PortAudio sees no input device)"
-    return ", ".join(f"{int(d['index'])}: {d['name']} ({int(d['maxInputChannels'])} ch, "
-                     f"{int(d['defaultSampleRate'])} Hz)" for d in devices)
+#: Opens the configured input and starts it: ``(config, frames per buffer, callback) -> InputStream``;
+#: raises SensorError naming the device when it cannot. :func:`open_pyaudio` is the real one.
+Opener = Callable[[MicrophoneConfig, int, Callback], InputStream]
 
 
-def select_input_device(devices: Sequence[Mapping[str, Any]], spec: str,
-                        default_index: int | None) -> Mapping[str, Any]:
-    """The input device that ``MicrophoneConfig.device`` names.
-
-    ``devices`` are PortAudio device-info dicts of input devices
-    (``maxInputChannels > 0``). ``spec`` is ``""`` (the default input,
-    ``default_index``), a device index, or a case-insensitive name substring
-    (an exact name wins over substrings; the first of several matches is taken).
-    Raises :class:`SensorError` listing the available input devices.
-    """
-    spec = spec.strip()
-    found: Mapping[str, Any] | None = None
-    if spec == "":
-        what = "default input device"
-        found = next((d for d in devices if int(d["index"]) == default_index), None)
-    elif spec.isdigit():
-        what = f"input device {spec}"
-        found = next((d for d in devices if int(d["index"]) == int(spec)), None)
-    else:
-        what = f"input device named like {spec!r}"
-        key = spec.lower()
-        exact = [d for d in devices if str(d["name"]).strip().lower() == key]
-        matches = exact or [d for d in devices if key in str(d["name"]).lower()]
-        if len(matches) > 1:
-            log.warning("microphone %r matches %d input devices; using %s", spec, len(matches),
-                        describe_inputs(matches[:1]))
-        found = matches[0] if matches else None
-    if found is None:
-        raise SensorError(f"microphone: no {what}; available input devices: {describe_inputs(devices)}")
-    return found
+def open_pyaudio(config: MicrophoneConfig, frames_per_buffer: int, callback: Callback) -> InputStream:
+    """The default :data:`Opener`: a fresh PortAudio instance and an int16 stream on ``config.device``."""
+    return open_input(config.device, config.rate, config.channels, frames_per_buffer, callback)
 
 
 class AudioRing:
@@ -163,122 +165,144 @@ class AudioRing:
             behind = (newest - (self.read_pos - 1)) / self.rate
             return block, t_ns - int(round(behind * 1e9)), (None if dev is None else dev - behind)
 
+    def skip(self) -> int:
+        """Drop every unread frame (counted in :attr:`dropped`); returns how many."""
+        with self.cond:
+            n = self.available
+            self.read_pos += n
+            self.dropped += n
+            return n
+
+
+class _Silent(Exception):
+    """No audio within the read timeout: the device is gone or its stream stopped."""
+
 
 class MicrophoneSource(Source):
     """Live audio from a PyAudio input device as float32 mono ``Chunk`` objects (see the module docstring).
 
     ``meta``: ``overflows`` (ring overruns plus PortAudio input-overflow flags,
-    since open), ``dropped`` (frames lost to ring overruns) and
-    ``device_time`` (PortAudio ADC time of the newest sample in seconds, or
-    None where the host API does not provide one).
+    since open), ``dropped`` (frames lost to ring overruns, or left unread when
+    the device went away), ``device_time`` (PortAudio ADC time of the newest
+    sample in seconds, or None where the host API does not provide one) and
+    ``reconnects`` (since open). ``opener`` opens the device, at :meth:`open`
+    and at every reconnect (default :func:`open_pyaudio`).
     """
 
     kind = "microphone"
 
-    def __init__(self, config: MicrophoneConfig) -> None:
+    def __init__(self, config: MicrophoneConfig, *, opener: Opener | None = None) -> None:
         super().__init__()
         self.config = config
+        self._opener: Opener = opener if opener is not None else open_pyaudio
+        self._name = f"microphone {config.device or '(default input)'!r}"
         self._chunk = max(chunk_samples(config.rate, config.chunk_ms), config.channels)
         self._ring = AudioRing(int(round(config.buffer_s * config.rate)), config.channels, config.rate)
-        self._pa: Any = None
-        self._stream: Any = None
+        self._input: InputStream | None = None
         self._closed = threading.Event()
-        self._close_lock = threading.Lock()
+        self._lock = threading.Lock()  # hands _input over between the iterating thread and close()
         self._pa_overflows = 0
-        self._overflow_flag = 0
-        self._continue = 0
+        self._reconnects = 0
 
     def open(self) -> None:
         """Open the configured input device; SensorError naming it (and listing inputs) if impossible."""
-        try:
-            import pyaudio  # lazy: native PortAudio
-        except ImportError:
-            raise SensorError("microphone needs PyAudio, which is not installed "
-                              "(pip install 'edge-mer[audio]'; it needs PortAudio, e.g. apt install portaudio19-dev)"
-                              ) from None
-
-        if self._stream is not None:
+        if self._input is not None:
             return
-        cfg = self.config
-        pa = pyaudio.PyAudio()
-        try:
-            device = select_input_device(_input_devices(pa), cfg.device, _default_input(pa))
-            self._check_format(pa, device)
-            self._overflow_flag, self._continue = pyaudio.paInputOverflow, pyaudio.paContinue
-            stream = pa.open(format=pyaudio.paInt16, channels=cfg.channels, rate=cfg.rate, input=True,
-                             input_device_index=int(device["index"]), frames_per_buffer=self._chunk,
-                             stream_callback=self._callback, start=True)
-        except (OSError, ValueError) as exc:  # PortAudio errors surface as OSError (IOError)
-            pa.terminate()
-            raise SensorError(f"microphone {cfg.device or '(default input)'!r}: cannot open a {cfg.rate} Hz "
-                              f"{cfg.channels}-channel int16 input stream ({exc})") from None
-        except SensorError:
-            pa.terminate()
-            raise
-        self._pa, self._stream = pa, stream
-        self._ring.last_write_s = time.monotonic()  # the stall clock starts with the stream
-        self._info = StreamInfo(modality="speech", rate=float(cfg.rate),
-                                description=f"microphone {int(device['index'])}: {device['name']}, {cfg.rate} Hz, "
-                                            f"{cfg.channels} ch")
-        log.info("opened %s", self._info.description)
+        if self._closed.is_set():
+            raise SensorError(f"{self._name}: this source was closed; make a new one to open the device again")
+        description = self._connect()
+        self._info = StreamInfo(modality="speech", rate=float(self.config.rate), description=description)
+        log.info("opened %s", description)
 
-    def _check_format(self, pa: Any, device: Mapping[str, Any]) -> None:
-        import pyaudio
+    def _connect(self) -> str:
+        """Open a stream through the opener (SensorError if it cannot) and make it current, unless closed meanwhile."""
+        stream = self._opener(self.config, self._chunk, self._callback)
+        with self._lock:
+            if not self._closed.is_set():
+                self._input = stream
+                self._ring.last_write_s = time.monotonic()  # the stall clock starts with the stream
+                return stream.description
+        stream.close()  # close() ran while the device was opening
+        return stream.description
 
-        cfg = self.config
-        if cfg.channels > int(device["maxInputChannels"]):
-            raise SensorError(f"microphone {device['name']!r}: {cfg.channels} channels requested, the device has "
-                              f"{int(device['maxInputChannels'])}")
-        try:
-            pa.is_format_supported(cfg.rate, input_device=int(device["index"]), input_channels=cfg.channels,
-                                   input_format=pyaudio.paInt16)
-        except ValueError as exc:
-            raise SensorError(f"microphone {device['name']!r}: {cfg.rate} Hz x {cfg.channels} ch int16 is not "
-                              f"supported ({exc}); the device's default rate is "
-                              f"{int(device['defaultSampleRate'])} Hz") from None
+    def _release(self) -> None:
+        with self._lock:
+            stream, self._input = self._input, None
+        if stream is not None:
+            stream.close()
 
     def close(self) -> None:
-        """Stop and close the stream and PortAudio; ends an iteration in progress; idempotent."""
+        """Stop and close the stream and PortAudio; ends an iteration (or a reconnect wait) in progress; idempotent."""
         self._closed.set()
         with self._ring.cond:
             self._ring.cond.notify_all()
-        with self._close_lock:
-            stream, pa, self._stream, self._pa = self._stream, self._pa, None, None
-            if stream is not None:
-                try:
-                    stream.stop_stream()
-                    stream.close()
-                except OSError as exc:
-                    log.warning("microphone: closing the stream failed (%s)", exc)
-            if pa is not None:
-                pa.terminate()
+        self._release()
 
     def __iter__(self) -> Iterator[Chunk]:
         _ = self.info  # SensorError unless open
-        ring, n = self._ring, self._chunk
-        stall_s = max(STALL_S, 4 * n / ring.rate)
+        # Consecutive failed reconnects, counted across stalls until audio flows again.
+        backoff = Backoff(self.config.reconnect_policy, self._closed, self._name, log)
         last_t_ns = 0
         while True:
-            with ring.cond:
-                while ring.available < n and not self._closed.is_set():
-                    if time.monotonic() - ring.last_write_s > stall_s:
-                        raise SensorError(f"microphone {self.config.device or '(default input)'!r}: no audio for "
-                                          f"{stall_s:g} s (device unplugged or stream stopped)")
-                    ring.cond.wait(0.1)
-                if self._closed.is_set():
-                    return
-                block, t_ns, device_time = ring.read(n)
-                meta = {"overflows": ring.overflows + self._pa_overflows, "dropped": ring.dropped,
-                        "device_time": device_time}
+            try:
+                got = self._next_block()
+            except _Silent as exc:
+                self._reconnect(str(exc), backoff)
+                continue
+            if got is None:
+                return
+            backoff.reset()
+            block, t_ns, meta = got
             # Callback jitter moves the clock anchor by a few ms; stamps must still increase.
             last_t_ns = max(t_ns, last_t_ns + 1)
             yield Chunk(t_ns=last_t_ns, data=to_mono(block), meta=meta)
+
+    def _next_block(self) -> tuple[np.ndarray, int, dict[str, object]] | None:
+        """The next chunk's frames, time and meta; None once closed; :class:`_Silent` when audio stopped."""
+        ring, n = self._ring, self._chunk
+        stall_s = max(self.config.read_timeout_s, 4 * n / ring.rate)
+        with ring.cond:
+            while ring.available < n and not self._closed.is_set():
+                if time.monotonic() - ring.last_write_s > stall_s:
+                    raise _Silent(f"no audio for {stall_s:g} s (device unplugged or stream stopped)")
+                ring.cond.wait(0.1)
+            if self._closed.is_set():
+                return None
+            block, t_ns, device_time = ring.read(n)
+            return block, t_ns, {"overflows": ring.overflows + self._pa_overflows, "dropped": ring.dropped,
+                                 "device_time": device_time, "reconnects": self._reconnects}
+
+    def _reconnect(self, reason: str, backoff: Backoff) -> None:
+        """Release the stream and open the device again, waiting ``backoff`` before each attempt.
+
+        Raises SensorError once ``max_failures`` consecutive reconnects failed;
+        returns early (without a stream) when the source is closed meanwhile.
+        """
+        log.warning("%s: %s; reconnecting", self._name, reason)
+        self._release()
+        self._ring.skip()  # a partial chunk from before the gap
+        while not self._closed.is_set():
+            if backoff.exhausted:
+                raise SensorError(f"{self._name}: gave up after {backoff.failures} failed reconnects "
+                                  f"(max_failures={self.config.max_failures}; last problem: {reason})")
+            if not backoff.wait():
+                return
+            try:
+                description = self._connect()
+            except SensorError as exc:
+                reason = str(exc)
+                log.warning("%s", reason)
+                continue
+            if not self._closed.is_set():
+                self._reconnects += 1
+                log.info("%s: streaming again from %s", self._name, description)
+            return
 
     def _callback(self, in_data: bytes | None, frame_count: int, time_info: Mapping[str, float],
                   status: int) -> tuple[None, int]:
         """PortAudio's thread: copy one buffer into the ring; must never raise or block."""
         now_ns = time.monotonic_ns()
-        if status & self._overflow_flag:
+        if status & PA_INPUT_OVERFLOW:
             self._pa_overflows += 1
         if in_data:
             block = np.frombuffer(in_data, dtype=np.int16).reshape(-1, self.config.channels)
@@ -289,19 +313,7 @@ class MicrophoneSource(Source):
             if newest_dev is not None and now_dev > 0 and 0 <= now_dev - newest_dev < _MAX_LATENCY_S:
                 t_ns -= int(round((now_dev - newest_dev) * 1e9))  # buffer latency: the sample is older than now
             self._ring.write(block, t_ns, newest_dev)
-        return None, self._continue
-
-
-def _input_devices(pa: Any) -> list[dict[str, Any]]:
-    infos = (pa.get_device_info_by_index(i) for i in range(pa.get_device_count()))
-    return [dict(d) for d in infos if int(d.get("maxInputChannels", 0)) > 0]
-
-
-def _default_input(pa: Any) -> int | None:
-    try:
-        return int(pa.get_default_input_device_info()["index"])
-    except OSError:  # "No Default Input Device Available"
-        return None
+        return None, PA_CONTINUE
 
 
 def wav_file_source(config: MicrophoneConfig) -> WavFileSource:

@@ -89,7 +89,9 @@ def overlay(tmp_path: Path) -> tuple[Path, Path]:
     (root / "user").mkdir(parents=True)
     (root / "user" / "eeg.onnx").write_bytes(data)
     entry = json.loads((base / MANIFEST).read_text())["encoders"]["eeg"]
-    entry = dict(entry, models={"fp32": {"path": "user/eeg.onnx", "sha256": hashlib.sha256(data).hexdigest()}})
+    # The new head has only fp32: the base's fp16/int8 gate results are not its own.
+    entry = dict(entry, models={"fp32": {"path": "user/eeg.onnx", "sha256": hashlib.sha256(data).hexdigest()}},
+                 precisions={})
     manifest = {"format": OVERLAY_FORMAT, "name": "user", "version": "1",
                 "base": {"bundle": "../base", "manifest_sha256": sha256_file(base / MANIFEST)},
                 "encoders": {"eeg": entry}}
