@@ -244,5 +244,6 @@ def export(cfg: ExportConfig) -> ExportResult:
                           detectors=detector_results, head=head_result, max_ccc_drop=cfg.max_ccc_drop)
     report_json, report_md = write_report(out / "report", report)
     models = (*updated.values(), *detector_specs.values(), *([head] if head is not None else []))
-    any_passed = any(r.passed for spec in models for p, r in spec.precisions.items() if p != "fp32")
+    # Only what this run converted counts: a precision carried over from the source bundle was gated before.
+    any_passed = any(r.passed for spec in models for p, r in spec.precisions.items() if p in cfg.precisions)
     return ExportResult(out, report_json, report_md, any_passed)

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from edge_mer import __version__
 from edge_mer.errors import EdgeMerError
@@ -61,17 +61,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _signal_exit(daemon: bool) -> Callable[[int, object], None]:
+class _SignalExit:
     """The SIGINT/SIGTERM handler until a command installs its own: exit now, without a traceback.
 
     For the daemon (``run``) a stop is its normal end, exit 0; any other
     command was interrupted, so it exits 128 + the signal number (130, 143)
     and a half-written export or benchmark never looks like a success.
+    :attr:`code` remembers the exit code once a signal came.
     """
-    def leave(signum: int, _frame: object) -> None:
-        raise SystemExit(0 if daemon else 128 + signum)
 
-    return leave
+    def __init__(self, daemon: bool) -> None:
+        self.daemon = daemon
+        self.code: int | None = None
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.code = 0 if self.daemon else 128 + signum
+        raise SystemExit(self.code)
 
 
 def _stdout_gone() -> int:
@@ -84,16 +89,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code.
 
     SIGINT and SIGTERM end any command without a traceback from the first
-    line on (see :func:`_signal_exit`); ``edge-mer run`` replaces this with its
+    line on (see :class:`_SignalExit`); ``edge-mer run`` replaces this with its
     own orderly stop. The previous handlers are restored on return.
     """
     words = set(sys.argv[1:] if argv is None else argv)
     previous = {}
+    handler = _SignalExit(daemon="run" in words)
     if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-        handler = _signal_exit(daemon="run" in words)
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _main(argv)
+    except ImportError:
+        # A stop that lands while a C extension initialises (onnxruntime's pybind module) comes
+        # back as that import's ImportError: it is still the stop, not a broken install.
+        if handler.code is not None:
+            return handler.code
+        raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

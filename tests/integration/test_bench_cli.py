@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
+from edge_mer.bundle import default_bundle_path, load_bundle
+from edge_mer.bundle.precision import resolve_precision
 from edge_mer.pipeline.session_run import demo_session_path
+
+#: The detector a default run uses on ONNX Runtime: its fastest passed precision in the shipped bundle.
+DETECTOR = "blazeface ({}) on onnxruntime".format(resolve_precision(
+    "blazeface", load_bundle(default_bundle_path()).detector("blazeface"), "auto", "onnxruntime"))
 
 STAGES = ("decode.face", "face.detect", "face.crop", "speech.logmel", "eeg.features", "encoder.face",
           "encoder.speech", "fusion")
@@ -118,7 +124,7 @@ def test_face_path_section(report: dict[str, Any]) -> None:
     _check_summary(v["frame_ms"], "face path")
     assert v["frame_ms"]["n"] == 60
     assert v["detector"] == {"kind": "blazeface", "detect_width": 320, "track": True, "redetect_every": 30,
-                             "model": "blazeface (fp32) on onnxruntime"}
+                             "model": DETECTOR}
     assert f["detector"]["kind"] == "blazeface"  # face_path.detector.kind: the default detector, shipped
     # Between whole-frame detections the face is found by the detector near its last box or, between
     # detector runs (detect_every), by template matching.
@@ -194,11 +200,11 @@ def test_compare_adds_the_before_pipeline_and_face_path_variants(tmp_path: Path)
     variants = report["face_path"]["variants"]
     assert list(variants) == ["edge-mer", "no tracking", "full frame, no tracking"]
     assert variants["edge-mer"]["detector"] == {"kind": "blazeface", "detect_width": 320, "track": True,
-                                                "redetect_every": 30, "model": "blazeface (fp32) on onnxruntime"}
+                                                "redetect_every": 30, "model": DETECTOR}
     assert variants["no tracking"]["detector"]["track"] is False
     assert variants["full frame, no tracking"]["detector"] == {"kind": "blazeface", "detect_width": 0, "track": False,
                                                                "redetect_every": 30,
-                                                               "model": "blazeface (fp32) on onnxruntime"}
+                                                               "model": DETECTOR}
     for label, v in variants.items():
         assert v["found_ratio"] == 1.0, label
         assert v["frame_ms"]["n"] == 30
