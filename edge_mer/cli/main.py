@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "run": "edge_mer.cli.run",
     "bench": "edge_mer.cli.bench",
     "adapt": "edge_mer.cli.adapt",
+    "fleet": "edge_mer.cli.fleet",
 }
 #: Host tools add subcommands through this entry-point group (``edge-mer export`` comes from
 #: edge_mer_export), so the device runtime never imports them.

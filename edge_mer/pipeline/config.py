@@ -19,6 +19,7 @@ from edge_mer.fusion.options import FusionConfig
 from edge_mer.names import MODALITIES, Modality, PrecisionChoice
 from edge_mer.preprocess.face_detect import FaceDetectorOptions
 from edge_mer.preprocess.face_track import MAX_FACES, Primary
+from edge_mer.sinks.base import check_device_id
 from edge_mer.sinks.registry import OutputsConfig
 from edge_mer.sources.camera import CameraConfig
 from edge_mer.sources.eeg_board import BoardConfig
@@ -141,9 +142,12 @@ class RunConfig:
     (at most half a period or 100 ms), so it includes the freshest data.
     ``numpy_threads``: BLAS threads for preprocessing (0 = the library's default). Its matrices are
     small, and a BLAS thread pool that has to wait for a busy core stalls the decision.
+    ``device_id``: names this device to outputs that publish it (MQTT topics, ``device_id`` of each
+    message); "" is the host name, resolved when the run starts.
     """
 
     rate_hz: float = 2.0
+    device_id: str = ""
     align_ticks: bool = True
     numpy_threads: int = 1
     precision: PrecisionChoice = "auto"
@@ -167,6 +171,7 @@ class RunConfig:
                 f"duration_s must be in 0..{MAX_DURATION_S:g} s (0 = until stopped), got {self.duration_s}")
         require(not self.fast or self.replay is not None, "fast needs replay (a session directory)")
         require(self.replay is None or self.record is None, "replay and record cannot be combined")
+        check_device_id(self.device_id)
 
     def modality(self, name: Modality) -> FaceConfig | SpeechConfig | EegConfig:
         """The options of modality ``name``."""

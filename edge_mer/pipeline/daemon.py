@@ -124,8 +124,9 @@ class Daemon:
     def health(self, now_ns: int) -> dict[str, Any]:
         """The /healthz object (see :mod:`edge_mer.pipeline.health`)."""
         stale = {m: r.stale_s for m, r in self.runners.items()}
+        outputs = {s.kind: r for s in self.sinks if (r := s.report()) is not None}
         return health_status(self.states, stale, self.scheduler.errors, now_ns, self.started_ns,
-                             self.scheduler.decisions)
+                             self.scheduler.decisions, outputs)
 
     def _emit(self, now_ns: int, t: float, fast: bool = False, due_ns: int | None = None) -> None:
         decision = self.scheduler.tick(now_ns, t)

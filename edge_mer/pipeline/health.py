@@ -53,8 +53,10 @@ class SourceState:
 
 
 def health_status(states: Mapping[str, SourceState], stale_s: Mapping[str, float], errors: Mapping[str, ErrorCount],
-                  now_ns: int, started_ns: int, decisions: int) -> dict[str, Any]:
-    """The /healthz object: per-source entries, model errors, the decision count and uptime."""
+                  now_ns: int, started_ns: int, decisions: int,
+                  outputs: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The /healthz object: per-source entries, model errors, the decision count, uptime, and the
+    figures of outputs that report any (``outputs.mqtt``: its queue); they do not change ``status``."""
     sources = {m: s.to_json(now_ns, stale_s.get(m), started_ns) for m, s in states.items()}
     ok = all(s["state"] == "running" for s in sources.values()) and not any(e.repeated for e in errors.values())
     status: HealthStatus = "ok" if ok else "degraded"
@@ -63,4 +65,6 @@ def health_status(states: Mapping[str, SourceState], stale_s: Mapping[str, float
     failing = {k: {**e.to_json(), "last": scrub(e.last)} for k, e in errors.items() if e.total}
     if failing:
         out["model_errors"] = failing
+    if outputs:
+        out["outputs"] = dict(outputs)
     return out

@@ -104,6 +104,7 @@ def _names_its_sensor(config: RunConfig, modality: Modality) -> bool:
 @contextlib.contextmanager
 def build_daemon(config: RunConfig, bundle: Bundle, *, allow_demo: bool = False) -> Iterator[Run]:
     """Everything opened for one run; closed (sources, sinks, recorder, backends) on exit."""
+    from edge_mer.sinks.base import DeviceInfo, local_device_id
     from edge_mer.sinks.registry import build_sinks
 
     if config.record is not None:
@@ -129,9 +130,12 @@ def build_daemon(config: RunConfig, bundle: Bundle, *, allow_demo: bool = False)
         stack.callback(rule.close)
         scheduler = Scheduler(list(runners.values()), rule, weights, smoother, bundle.manifest.affect,
                               failures=failed, timings=timings)
-        sinks = [stack.enter_context(sink) for sink in build_sinks(config.outputs)]
+        device = DeviceInfo(config.device_id or local_device_id(), f"{bundle.manifest.name}@{bundle.manifest.version}",
+                            config.precision, tuple(runners),
+                            tuple((m, r.backend.model.precision) for m, r in runners.items()))
+        sinks = [stack.enter_context(sink) for sink in build_sinks(config.outputs, device)]
         if not sinks:
-            log.warning("no output is configured (jsonl, http and lsl are all off): decisions go nowhere%s",
+            log.warning("no output is configured (jsonl, http, lsl and mqtt are all off): decisions go nowhere%s",
                         "; the sensors are recorded" if config.record is not None else "")
         hook = _recorder_hook(config, sources, stack) if config.record is not None else None
         daemon = Daemon(scheduler, sources, runners, sinks, config.rate_hz, config.duration_s, offset, hook,

@@ -20,10 +20,12 @@ a free port, exposed as :attr:`HttpSink.port` after ``open``):
     a slow client loses its *oldest* queued messages, counted in
     :attr:`HttpSink.dropped` and ``edge_mer_ws_dropped_messages_total``.
 ``GET /``
-    The list of routes.
+    The live dashboard for a browser (``Accept: text/html``; with /dashboard.js
+    and /dashboard.css, static and without the token as they hold no data),
+    the JSON list of routes for anything else: see :mod:`edge_mer.sinks.http_dashboard`.
 
 Access and limits (fields of :class:`HttpConfig`): a ``token`` for every
-route but /healthz, a header deadline for a new connection, an idle timeout
+route but /healthz and the dashboard's static files, a header deadline for a new connection, an idle timeout
 for a kept-alive one, at most ``max_connections`` connections and one log
 line per malformed request: see :mod:`edge_mer.sinks.http_guard`. WebSocket
 clients beyond ``max_clients`` get 503.
@@ -50,6 +52,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from edge_mer.config import require
 from edge_mer.errors import ConfigError
 from edge_mer.results import Decision, dumps_json
+from edge_mer.sinks import http_dashboard
 from edge_mer.sinks.base import Sink
 from edge_mer.sinks.http_guard import (
     OPEN_ROUTE,
@@ -70,7 +73,6 @@ _START_TIMEOUT_S = 5.0
 _STOP_TIMEOUT_S = 0.7  # of the 1 s that close() may take; the rest is for the loop thread to finish
 _CLOSE_BUDGET_S = 1.0
 _GOING_AWAY = 1001  # WebSocket close code (RFC 6455): the server is shutting down
-_INDEX = '{"routes":["/healthz","/metrics","/state","/ws"]}'
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,9 @@ class HttpSink(Sink):
             sock.close()
             self.close()
             raise ConfigError(f"outputs.http: cannot serve on {self.config.host}:{self.port}: {exc}") from exc
-        log.info("HTTP sink listening on http://%s:%d (/healthz /metrics /state /ws)%s", self.config.host, self.port,
-                 ", token required but for /healthz" if self._guard.token else "")
+        log.info("HTTP sink listening on http://%s:%d (dashboard at /; /healthz /metrics /state /ws)%s",
+                 self.config.host, self.port,
+                 ", token required but for /healthz and the dashboard page" if self._guard.token else "")
 
     def emit(self, decision: Decision) -> None:
         """Keep ``decision`` as the latest state, update the metrics and queue it for WebSocket clients."""
@@ -257,7 +260,7 @@ class HttpSink(Sink):
 
     async def _start(self, web: ModuleType, protocol_error: type[BaseException], sock: socket.socket) -> None:
         app = web.Application(middlewares=[self._guard.middleware(web)])
-        app.router.add_get("/", self._get_index)
+        http_dashboard.add_routes(app, web)
         app.router.add_get("/healthz", self._get_healthz, name=OPEN_ROUTE)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/state", self._get_state)
@@ -302,9 +305,6 @@ class HttpSink(Sink):
 
     def _json(self, text: str, status: int = 200) -> web.Response:
         return self._web.Response(text=text, status=status, content_type="application/json")
-
-    async def _get_index(self, request: web.Request) -> web.Response:
-        return self._json(_INDEX)
 
     async def _get_healthz(self, request: web.Request) -> web.Response:
         with self._lock:

@@ -2,7 +2,8 @@
 
 What :class:`AccessGuard` enforces (fields of :class:`~edge_mer.sinks.http.HttpConfig`):
 with a ``token`` (or one generated at ``open`` for a non-loopback bind,
-printed once to stderr) every route but /healthz needs
+printed once to stderr) every route but /healthz and the dashboard's static
+files (``GET /`` for a browser, /dashboard.js, /dashboard.css: no data; see :func:`wants_page`) needs
 ``Authorization: Bearer <token>`` or ``?token=<token>``, else 401 with
 ``WWW-Authenticate: Bearer``. A new connection must send a complete request
 head within ``header_timeout_s`` (a deadline armed in the protocol factory,
@@ -38,7 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge_mer.sinks.http")
 
 TOKEN_LENGTHS = (16, 256)
-OPEN_ROUTE = "healthz"  # the one route name that needs no token
+OPEN_ROUTE = "healthz"  # the one route with data that needs no token
+#: The dashboard's route names (:mod:`edge_mer.sinks.http_dashboard`): static files without data, served
+#: without the token; "index" (``GET /``) only when it serves the page, see :func:`wants_page`.
+PAGE_ROUTES = frozenset({"index", "dashboard.js", "dashboard.css"})
 # Our URLs are short and clients send few headers; these cap what one request head may hold.
 _MAX_LINE_SIZE, _MAX_FIELD_SIZE, _MAX_HEADERS = 4096, 8190, 64
 _BAD_REQUEST_WARN_EVERY_S = 10.0  # a port scan must not flood the log: WARNING at most this often, DEBUG between
@@ -51,6 +55,16 @@ def is_loopback(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+def wants_page(request: web.Request) -> bool:
+    """Whether ``request`` gets the dashboard's static files: its assets always, ``/`` for a browser.
+
+    ``GET /`` asking for ``text/html`` (a browser) gets the page, public as it holds no data;
+    any other ``GET /`` (a script) gets the JSON list of routes, which needs the token.
+    """
+    name = request.match_info.route.name
+    return name in PAGE_ROUTES and (name != "index" or "text/html" in request.headers.get("Accept", ""))
 
 
 class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -187,7 +201,8 @@ class AccessGuard:
         deadline = self._head_deadlines.pop(request.protocol, None)
         if deadline is not None:
             deadline.cancel()
-        if self.token and request.match_info.route.name != OPEN_ROUTE and not self._authorized(request):
+        route = request.match_info.route.name
+        if self.token and route != OPEN_ROUTE and not wants_page(request) and not self._authorized(request):
             if self.metrics is not None:
                 self.metrics.unauthorized.inc()
             return self._web.Response(text=_UNAUTHORIZED, status=401, content_type="application/json",

@@ -12,7 +12,10 @@ edge_mer_source_state=...}`` (an enum: 1 for the current state),
 ``edge_mer_healthy``, ``edge_mer_uptime_seconds``, ``edge_mer_ws_clients``,
 ``edge_mer_ws_dropped_messages_total``;
 ``edge_mer_http_unauthorized_total``, ``edge_mer_http_bad_requests_total``,
-``edge_mer_http_header_timeouts_total``, ``edge_mer_http_refused_total{what}``.
+``edge_mer_http_header_timeouts_total``, ``edge_mer_http_refused_total{what}``; with the MQTT
+output on, from its /healthz figures: ``edge_mer_mqtt_connected``, ``edge_mer_mqtt_queue_messages``,
+``edge_mer_mqtt_queue_oldest_age_seconds`` (NaN when empty), ``edge_mer_mqtt_dropped_messages``
+and ``edge_mer_mqtt_sent_messages`` (gauges: counts since the queue was created / the run started).
 
 prometheus_client is passed in (the sink imports it in ``open`` only), never imported here.
 """
@@ -31,6 +34,16 @@ log = logging.getLogger("edge_mer.sinks.http")
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
+
+
+#: /healthz ``outputs.mqtt`` key -> gauge name and help.
+_MQTT_GAUGES = (
+    ("connected", "edge_mer_mqtt_connected", "1 while the MQTT output is connected to its broker."),
+    ("queued", "edge_mer_mqtt_queue_messages", "Decisions queued for the MQTT broker."),
+    ("oldest_age_s", "edge_mer_mqtt_queue_oldest_age_seconds", "Age of the oldest queued MQTT decision."),
+    ("dropped", "edge_mer_mqtt_dropped_messages", "Queued MQTT decisions dropped at the bound (oldest first)."),
+    ("sent", "edge_mer_mqtt_sent_messages", "MQTT decisions acknowledged by the broker in this run."),
+)
 
 
 class Metrics:
@@ -72,6 +85,7 @@ class Metrics:
                                             "Connections closed before sending a complete request head.", registry=reg)
         self.refused = prom.Counter("edge_mer_http_refused", "Connections or WebSocket clients over the limits.",
                                     ["what"], registry=reg)
+        self.mqtt = {key: prom.Gauge(name, text, registry=reg) for key, name, text in _MQTT_GAUGES}
         self._generate = prom.generate_latest
 
     def observe_decision(self, decision: Decision) -> None:
@@ -105,6 +119,11 @@ class Metrics:
             self.source_chunks.labels(source=source).set(float(info.get("chunks", 0)))
             age = info.get("last_chunk_age_s")
             self.source_age.labels(source=source).set(math.nan if age is None else float(age))
+        mqtt = status.get("outputs", {}).get("mqtt")
+        if mqtt is not None:
+            for key, gauge in self.mqtt.items():
+                value = mqtt.get(key)
+                gauge.set(math.nan if value is None else float(value))
 
     def exposition(self) -> bytes:
         """The Prometheus text exposition of this registry."""

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_mer.sinks.base import Sink
+from edge_mer.sinks.base import DeviceInfo, Sink
 from edge_mer.sinks.http import HttpConfig, HttpSink
 from edge_mer.sinks.jsonl import JsonlSink
 from edge_mer.sinks.lsl import LslConfig, LslSink
+from edge_mer.sinks.mqtt import MqttConfig, MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class OutputsConfig:
     jsonl: str = "-"
     http: HttpConfig = field(default_factory=HttpConfig)
     lsl: LslConfig = field(default_factory=LslConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class SinkEntry:
 
     cls: type[Sink]
     enabled: Callable[[Any], bool]
+    device: bool = False  # the constructor also takes the run's DeviceInfo
 
 
 def _jsonl_enabled(target: str) -> bool:
@@ -47,20 +50,27 @@ def _flag_enabled(config: Any) -> bool:
     return bool(config.enabled)
 
 
+def _url_enabled(config: Any) -> bool:
+    return bool(config.url)
+
+
 #: Output name (an :class:`OutputsConfig` field) -> entry. Sinks are built in this order.
 SINKS: dict[str, SinkEntry] = {
     "jsonl": SinkEntry(JsonlSink, _jsonl_enabled),
     "http": SinkEntry(HttpSink, _flag_enabled),
     "lsl": SinkEntry(LslSink, _flag_enabled),
+    "mqtt": SinkEntry(MqttSink, _url_enabled, device=True),
 }
 
 
-def build_sinks(outputs: OutputsConfig) -> list[Sink]:
-    """The configured sinks, not yet open: jsonl when its target is non-empty, http and lsl when enabled."""
+def build_sinks(outputs: OutputsConfig, device: DeviceInfo | None = None) -> list[Sink]:
+    """The configured sinks, not yet open: jsonl when its target is non-empty, http and lsl when enabled,
+    mqtt when it has a url (given ``device``, this host's name by default)."""
     sinks: list[Sink] = []
     for name, entry in SINKS.items():
         config = getattr(outputs, name)
         if entry.enabled(config):
-            sinks.append(entry.cls(config))  # type: ignore[call-arg]
+            args = (config, device or DeviceInfo.local()) if entry.device else (config,)
+            sinks.append(entry.cls(*args))  # type: ignore[call-arg]
             log.debug("output %s enabled", name)
     return sinks

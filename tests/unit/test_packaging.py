@@ -68,7 +68,7 @@ def test_scripts_test_names_missing_packages_in_one_line_when_it_cannot_install(
     else:
         user = []
     # A copy whose package list names one that is surely not installed, so nothing else runs.
-    script = (ROOT / "scripts" / "test").read_text().replace("PACKAGES=(portaudio19-dev)",
+    script = (ROOT / "scripts" / "test").read_text().replace("PACKAGES=(portaudio19-dev mosquitto chromium chromium-driver)",
                                                              "PACKAGES=(edge-mer-no-such-package)")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # no sudo rights for nobody
     # Fed on stdin from "/", which any user may read: the script stops before touching a venv.

@@ -14,6 +14,8 @@ from edge_mer.results import Decision, dumps_json
 from edge_mer.sinks.http import HttpConfig, HttpSink
 from edge_mer.sinks.jsonl import JsonlSink
 from edge_mer.sinks.lsl import LslConfig, LslSink
+from edge_mer.sinks.base import DeviceInfo
+from edge_mer.sinks.mqtt import MqttConfig, MqttSink
 from edge_mer.sinks.registry import SINKS, OutputsConfig, build_sinks
 
 
@@ -107,24 +109,28 @@ def test_non_finite_floats_become_null() -> None:
 
 
 def test_registry_builds_the_configured_sinks() -> None:
-    assert set(SINKS) == {"jsonl", "http", "lsl"}
+    assert set(SINKS) == {"jsonl", "http", "lsl", "mqtt"}
     assert [type(s) for s in build_sinks(OutputsConfig())] == [JsonlSink]
     assert build_sinks(OutputsConfig(jsonl="")) == []
     sinks = build_sinks(OutputsConfig(jsonl="out.jsonl", http=HttpConfig(enabled=True, port=0),
                                       lsl=LslConfig(enabled=True, name="x")))
     assert [type(s) for s in sinks] == [JsonlSink, HttpSink, LslSink]
     assert sinks[0].target == "out.jsonl" and sinks[1].config.port == 0 and sinks[2].config.name == "x"
+    mqtt = build_sinks(OutputsConfig(jsonl="", mqtt=MqttConfig(url="mqtt://broker")), DeviceInfo("dev-1"))
+    assert [type(s) for s in mqtt] == [MqttSink] and mqtt[0].topics["decision"] == "edge-mer/dev-1/decision"
 
 
 def test_sink_modules_import_without_optional_libraries() -> None:
     script = ("import sys\n"
-              "for name in ('aiohttp', 'prometheus_client', 'pylsl'):\n"
+              "for name in ('aiohttp', 'prometheus_client', 'pylsl', 'paho', 'paho.mqtt', 'paho.mqtt.client'):\n"
               "    sys.modules[name] = None\n"  # makes `import name` raise ImportError
               "import edge_mer.sinks.registry as r\n"
               "from edge_mer.sinks.http import HttpConfig\n"
               "from edge_mer.sinks.lsl import LslConfig\n"
+              "from edge_mer.sinks.mqtt import MqttConfig\n"
               "from edge_mer.errors import ConfigError\n"
-              "for sink in (r.HttpSink(HttpConfig(port=0)), r.LslSink(LslConfig())):\n"
+              "for sink in (r.HttpSink(HttpConfig(port=0)), r.LslSink(LslConfig()),\n"
+              "             r.MqttSink(MqttConfig(url='mqtt://127.0.0.1'))):\n"
               "    try:\n"
               "        sink.open()\n"
               "    except ConfigError as exc:\n"
@@ -134,3 +140,4 @@ def test_sink_modules_import_without_optional_libraries() -> None:
     lines = out.stdout.splitlines()
     assert lines[0] == "outputs.http.enabled needs the aiohttp package: pip install aiohttp"
     assert lines[1].startswith("outputs.lsl.enabled needs the pylsl package: pip install pylsl")
+    assert lines[2] == "outputs.mqtt.url needs the paho-mqtt package: pip install 'paho-mqtt>=2'"
