@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -19,3 +24,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], expected: st
     assert result.returncode == 2, (result.returncode, err[-2000:])
     lines = [line for line in err.splitlines() if line.startswith("edge-mer: error:")]
     assert len(lines) == 1 and expected in lines[0], err[-2000:]
+
+
+def wait_until(check: Callable[[], T], what: str, timeout_s: float = 20.0, interval_s: float = 0.05) -> T:
+    """The first truthy ``check()`` within ``timeout_s``; an AssertionError naming ``what`` after that."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out waiting for {what}")

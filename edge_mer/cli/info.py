@@ -14,7 +14,7 @@ from typing import Any
 from edge_mer import __version__
 from edge_mer.backends.registry import availability
 from edge_mer.bundle import default_bundle_path, load_bundle
-from edge_mer.cli.readiness import CHECKS, Part, readiness
+from edge_mer.cli.readiness import Part, readiness
 from edge_mer.fusion.registry import rule_class
 from edge_mer.sources.native_stderr import native_stderr_silenced as _native_stderr_silenced
 
@@ -63,14 +63,11 @@ def _audio_inputs() -> list[str] | str:
             pa.terminate()
 
 
-def _brainflow_version() -> str | None:
-    part = CHECKS["brainflow"]()
-    return part.detail.removeprefix("native library ") if part.ok else None
-
-
 def collect() -> dict[str, Any]:
     """Everything ``edge-mer info`` reports, as a JSON-ready dict."""
     bundle = load_bundle(Path(str(default_bundle_path())))
+    parts = readiness()  # each check once: BrainFlow's library load is not free
+    brainflow = parts["brainflow"]
     return {
         "edge_mer": __version__,
         "python": platform.python_version(),
@@ -80,8 +77,8 @@ def collect() -> dict[str, Any]:
         "onnxruntime_providers": _ort_providers(),
         "cameras": _cameras(),
         "audio_inputs": _audio_inputs(),
-        "brainflow": _brainflow_version(),
-        "readiness": readiness(),
+        "brainflow": brainflow["detail"].removeprefix("native library ") if brainflow["ok"] else None,
+        "readiness": parts,
         "default_bundle": bundle.summary(),
     }
 

@@ -34,15 +34,12 @@ class _OpenCV:
     import time.
     """
 
-    __slots__ = ("_module",)
-
-    def __init__(self) -> None:
-        self._module: ModuleType | None = None
-
     def __getattr__(self, name: str) -> object:
-        if self._module is None:
-            self._module = opencv()
-        return getattr(self._module, name)
+        # Called only for names not yet looked up: each is kept on the instance, so per-frame
+        # calls (cv2.resize) are plain attribute reads after the first.
+        value = getattr(opencv(), name)
+        setattr(self, name, value)
+        return value
 
 
 cv2 = _OpenCV()

@@ -14,12 +14,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cli_checks import wait_until
 from edge_mer.pipeline.session_run import demo_session_path
 
 pytest.importorskip("aiohttp", reason="the HTTP output needs aiohttp (pip install aiohttp)")
@@ -97,17 +98,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
-def _wait(check: Callable[[], Any], what: str, timeout_s: float = 15.0) -> Any:
-    """The first truthy ``check()`` within ``timeout_s``, polled every 0.1 s."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _sent(jsonl: Path, t: str) -> dict[str, Any] | None:
     """The decision with time ``t`` (as the page shows it) that the daemon wrote, or None (yet)."""
     if not t or not jsonl.exists():
@@ -140,7 +130,7 @@ def snapshot(driver: Any) -> dict[str, Any]:
 
 def _check_against_sent(shown: dict[str, Any], jsonl: Path) -> dict[str, Any]:
     """The shown decision is one the daemon sent, shown as sent; returns that decision."""
-    sent = _wait(lambda: _sent(jsonl, shown["t"]), f"decision t={shown['t']} in the JSON lines output", 5)
+    sent = wait_until(lambda: _sent(jsonl, shown["t"]), f"decision t={shown['t']} in the JSON lines output", 5)
     assert shown["label"] == sent["label"]
     assert shown["valence"] == f"{sent['valence']:.3f}" and shown["arousal"] == f"{sent['arousal']:.3f}"
     assert float(shown["cx"]) == pytest.approx(max(-1, min(1, sent["valence"])) * 100, abs=1e-6)
@@ -159,25 +149,25 @@ def test_dashboard_shows_the_stream_and_reconnects(browser: Any, tmp_path: Path)
     first = _start_daemon(port, tmp_path / "first.jsonl")
     try:
         browser.get(url)
-        shown = _wait(lambda: (s := snapshot(browser))["label"] not in ("", "-") and s, "a label on the page")
+        shown = wait_until(lambda: (s := snapshot(browser))["label"] not in ("", "-") and s, "a label on the page")
         assert shown["status"] == "live" and not shown["tokenForm"]
         sent = _check_against_sent(shown, tmp_path / "first.jsonl")
         assert sent["faces"], "the demo session has a face in view"
-        health = _wait(lambda: snapshot(browser)["health"] in ("ok", "degraded") and snapshot(browser),
+        health = wait_until(lambda: snapshot(browser)["health"] in ("ok", "degraded") and snapshot(browser),
                        "the health from /healthz", 5)
         assert all(r["age"].endswith(" s") for r in health["modalities"].values()), health["modalities"]
-        _wait(lambda: snapshot(browser)["points"] >= 5, "five decisions in the chart", 5)
+        wait_until(lambda: snapshot(browser)["points"] >= 5, "five decisions in the chart", 5)
         png = tmp_path / "dashboard.png"
         assert browser.save_screenshot(str(png))
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
     finally:
         _stop(first)
-    _wait(lambda: snapshot(browser)["status"] == "reconnecting", "'reconnecting' after the daemon stopped", 5)
+    wait_until(lambda: snapshot(browser)["status"] == "reconnecting", "'reconnecting' after the daemon stopped", 5)
     assert "reconnecting" in browser.find_element(By.ID, "status").text
     before = snapshot(browser)["t"]
     second = _start_daemon(port, tmp_path / "second.jsonl")
     try:
-        again = _wait(lambda: (s := snapshot(browser))["status"] == "live" and s["t"] != before
+        again = wait_until(lambda: (s := snapshot(browser))["status"] == "live" and s["t"] != before
                       and _sent(tmp_path / "second.jsonl", s["t"]) and s, "data again from the new daemon", 20)
         _check_against_sent(again, tmp_path / "second.jsonl")
     finally:
@@ -195,17 +185,17 @@ def test_dashboard_asks_for_the_token(browser: Any, tmp_path: Path) -> None:
         browser.get(f"{base}/")
         browser.execute_script("sessionStorage.clear()")  # a fresh origin, but be sure: no stored token
         browser.refresh()
-        _wait(lambda: snapshot(browser)["tokenForm"], "the token form")
+        wait_until(lambda: snapshot(browser)["tokenForm"], "the token form")
         time.sleep(1.0)  # decisions flow meanwhile: none may reach the page without the token
         locked = snapshot(browser)
         assert locked["status"] == "unauthorized" and locked["label"] == "-" and locked["t"] == ""
         browser.find_element(By.ID, "token-input").send_keys("wrong-token-0123456789")
         browser.find_element(By.ID, "token-submit").click()
-        _wait(lambda: browser.find_element(By.ID, "token-error").text == "token refused", "'token refused'", 5)
+        wait_until(lambda: browser.find_element(By.ID, "token-error").text == "token refused", "'token refused'", 5)
         assert snapshot(browser)["label"] == "-"
         browser.find_element(By.ID, "token-input").send_keys(TOKEN)
         browser.find_element(By.ID, "token-submit").click()
-        shown = _wait(lambda: (s := snapshot(browser))["label"] != "-" and s, "a label after entering the token")
+        shown = wait_until(lambda: (s := snapshot(browser))["label"] != "-" and s, "a label after entering the token")
         assert not shown["tokenForm"] and shown["status"] == "live"
         _check_against_sent(shown, tmp_path / "out.jsonl")
         assert browser.execute_script("return sessionStorage.getItem('edge-mer-token')") == TOKEN

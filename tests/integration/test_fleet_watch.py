@@ -7,17 +7,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 import pytest
-from cli_checks import assert_one_line_error, run_cli
+from cli_checks import assert_one_line_error, run_cli, wait_until
 from mosquitto_broker import Broker, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 
 def _publisher(broker: Broker, **auth: str) -> mqtt.Client:
@@ -42,16 +39,6 @@ def _decision(device: str, seq: int, label: str = "happy", **extra: object) -> d
 def _watch(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "edge_mer.cli.main", "fleet", "watch", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
@@ -87,9 +74,9 @@ def test_watch_summarises_devices_gaps_duplicates_and_logs_every_message(tmp_pat
         proc = _watch("--mqtt", broker.url, "--duration", "3", "--jsonl", str(log), "--metrics-port", str(port))
         try:
             # The retained statuses arrive once the watcher is subscribed: then the live messages follow.
-            _wait_for(lambda: len(_lines(log)) >= 3, "the retained statuses in the --jsonl file")
+            wait_until(lambda: len(_lines(log)) >= 3, "the retained statuses in the --jsonl file")
             _publish_fleet(client)
-            metrics = _wait_for(lambda: (text := _scrape(port)) and
+            metrics = wait_until(lambda: (text := _scrape(port)) and
                                 'edge_mer_fleet_decisions_total{device="cam-1"} 4.0' in text and
                                 'edge_mer_fleet_decisions_total{device="cam-2"} 3.0' in text and text,
                                 "every decision in the metrics")
@@ -126,7 +113,7 @@ def test_sigterm_ends_the_watch_with_the_summary(tmp_path: Path) -> None:
         _send(client, "edge-mer/solo/status", {"state": "online"}, retain=True)
         proc = _watch("--mqtt", broker.url, "--jsonl", str(log))
         try:
-            _wait_for(lambda: _lines(log), "the retained status")
+            wait_until(lambda: _lines(log), "the retained status")
             proc.terminate()
             out, err = proc.communicate(timeout=30)
         finally:
