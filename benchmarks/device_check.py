@@ -40,7 +40,7 @@ from edge_mer.backends.options import BackendOptions, OrtOptions, TrtOptions
 from edge_mer.backends.registry import backend_class, create_backend
 from edge_mer.bench.encoders import example_features
 from edge_mer.bundle import default_bundle_path, load_bundle
-from edge_mer.bundle.loader import HEAD_MODEL_NAME, Bundle
+from edge_mer.bundle.loader import Bundle, head_model_name
 from edge_mer.bundle.schema import EncoderSpec
 from edge_mer.errors import EdgeMerError
 from edge_mer.names import PRECISIONS
@@ -138,20 +138,32 @@ def _detector_inputs(bundle: Bundle, name: str, n: int, session: Path) -> tuple[
     return feeds, (), len(feeds)
 
 
-def _head_inputs(bundle: Bundle, n: int, rng: np.random.Generator) -> tuple[list[Feeds], tuple[str, ...], int]:
-    """Per encoder input a probability vector (zeros where masked out), and the 0/1 mask in its label order."""
-    head = bundle.manifest.fusion.head
-    assert head is not None  # bundle_refs yields the head only when there is one
+def _head_inputs(bundle: Bundle, name: str, n: int,
+                 rng: np.random.Generator) -> tuple[list[Feeds], tuple[str, ...], int]:
+    """Per probability input a distribution, per embedding input a unit-scale vector (zeros where its
+    encoder is masked out), and the 0/1 mask in its label order, for the shipped head ``name``."""
+    head = bundle.manifest.fusion.named_heads()[name]
     mask = next(t for t in head.inputs if t.name == "mask")
     feeds = []
     for _ in range(n):
         valid = rng.random(len(mask.labels)) < 0.7
         valid[rng.integers(len(valid))] = True  # at least one encoder has a result
         on = dict(zip(mask.labels, valid))
-        sample = {t.name: (rng.dirichlet(np.full(len(t.labels), 0.5)) if on[t.name] else np.zeros(len(t.labels)))
-                  .astype(t.dtype)[None] for t in head.inputs if t.name != "mask"}
+        sample = {}
+        for t in head.inputs:
+            if t.name == "mask":
+                continue
+            width = int(t.shape[-1])
+            row = rng.dirichlet(np.full(width, 0.5)) if t.kind == "probs" else rng.normal(0.0, 1.0, width)
+            sample[t.name] = (row if on[t.name.partition(".")[0]] else np.zeros(width)).astype(t.dtype)[None]
         feeds.append({**sample, "mask": valid.astype(mask.dtype)[None]})
-    return feeds, tuple(t.name for t in head.outputs if t.kind in ("probs", "logits")), 0
+    return feeds, tuple(t.name for t in head.outputs if t.kind in ("probs", "logits", "multilabel")), 0
+
+
+def _head_name(bundle: Bundle, model: str) -> str | None:
+    """The shipped head whose model name (``bundle_refs``) is ``model``, or None."""
+    return next((name for name in bundle.manifest.fusion.named_heads()
+                 if head_model_name(bundle.manifest, name) == model), None)
 
 
 def model_inputs(bundle: Bundle, model: str, n: int, seed: int,
@@ -163,8 +175,9 @@ def model_inputs(bundle: Bundle, model: str, n: int, seed: int,
         return _encoder_inputs(bundle, model, n, rng, session)
     if model.startswith("detector.") and model.removeprefix("detector.") in bundle.manifest.detectors:
         return _detector_inputs(bundle, model.removeprefix("detector."), n, session)
-    if model == HEAD_MODEL_NAME:
-        return _head_inputs(bundle, n, rng)
+    head = _head_name(bundle, model)
+    if head is not None:
+        return _head_inputs(bundle, head, n, rng)
     raise ValueError(f"model {model!r} is no encoder, detector or fusion head of bundle {bundle.manifest.name}")
 
 

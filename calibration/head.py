@@ -10,7 +10,20 @@ Format (``numpy.savez``/``savez_compressed``, read without pickles):
 * ``labels``: a unicode string array ``[n]`` of the head's output labels,
   the truth of each row (needed for evaluation, optional for calibration);
 * ``valence_arousal`` (optional): float ``[n, 2]`` targets in [-1, 1] for a
-  head with a ``valence_arousal`` output.
+  head with a ``valence_arousal`` output;
+* ``label_sets`` (optional; needed to gate a head with a ``multilabel``
+  output): float ``[n, L]`` of 0 or 1, L = that output's labels in its
+  order, the true label set of each row;
+* ``mask_labels`` (optional): a unicode ``[M]`` array naming the columns of
+  ``mask``, for a file that serves heads reading different encoders: each
+  head then takes its own mask labels' columns (rows where none of them is
+  1 are left out for that head). Without it ``mask`` is in the head's own
+  mask-label order.
+
+Embedding inputs (``kind`` ``embedding``, named ``<encoder>.<output>``) hold
+finite ``[n, D]`` encoder features, all zeros where that encoder is masked
+out, as the runtime feeds them. One file may hold the inputs of several
+heads: arrays another head declares (``shared``) are skipped unread.
 
 The file is untrusted input: every ``.npy`` header is read and bounded
 (rows, width, dtype, label length) before its data is, and each problem is
@@ -38,6 +51,9 @@ log = logging.getLogger(__name__)
 LABELS_KEY = "labels"
 VA_KEY = "valence_arousal"
 MASK_KEY = "mask"
+LABEL_SETS_KEY = "label_sets"
+MASK_LABELS_KEY = "mask_labels"
+_STRING_KEYS = (LABELS_KEY, MASK_LABELS_KEY)
 #: Bounds on what one file may ask for.
 MAX_FILE_BYTES = 1 << 30
 MAX_ROWS = 200_000
@@ -59,6 +75,8 @@ class HeadRows:
     va: np.ndarray | None
     source: str
     digest: str = field(default="", compare=False)
+    #: ``[n, L]`` float32 0/1 true label sets of a head's multilabel output (``label_sets``), if given.
+    label_sets: np.ndarray | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return next(iter(self.arrays.values())).shape[0]
@@ -68,7 +86,8 @@ class HeadRows:
         index = np.asarray(rows, dtype=np.int64)
         return HeadRows({k: v[index] for k, v in self.arrays.items()},
                         None if self.labels is None else tuple(self.labels[i] for i in index),
-                        None if self.va is None else self.va[index], self.source, self.digest)
+                        None if self.va is None else self.va[index], self.source, self.digest,
+                        None if self.label_sets is None else self.label_sets[index])
 
     def feeds(self, batch_size: int = 1) -> list[Feed]:
         """``{input name: rows}`` dicts of up to ``batch_size`` rows each, in file order."""
@@ -100,10 +119,11 @@ def _header(fh: object, where: str) -> tuple[tuple[int, ...], np.dtype]:
 
 def _check_header(key: str, shape: tuple[int, ...], dtype: np.dtype, where: str, max_rows: int) -> None:
     """Refuse an array whose header is the wrong kind or size, before its data is read."""
-    if not shape or not 1 <= shape[0] <= max_rows:
+    limit = MAX_WIDTH if key == MASK_LABELS_KEY else max_rows
+    if not shape or not 1 <= shape[0] <= limit:
         rows = shape[0] if shape else "no"
-        raise InputError(f"{where}: {rows} rows, expected 1..{max_rows}")
-    if key == LABELS_KEY:
+        raise InputError(f"{where}: {rows} rows, expected 1..{limit}")
+    if key in _STRING_KEYS:
         if len(shape) != 1 or dtype.kind != "U" or dtype.itemsize > 4 * MAX_LABEL_CHARS:
             raise InputError(f"{where}: expected a 1-d unicode string array (labels of at most "
                              f"{MAX_LABEL_CHARS} characters), got {dtype} {list(shape)}")
@@ -114,9 +134,12 @@ def _check_header(key: str, shape: tuple[int, ...], dtype: np.dtype, where: str,
         raise InputError(f"{where}: dtype {dtype}, expected float16, float32 or float64")
 
 
-def _read_members(path: Path, allowed: Sequence[str], max_rows: int) -> dict[str, np.ndarray]:
-    """Every array of the ``.npz`` at ``path``, each header bounded before its data is read."""
+def _read_members(path: Path, allowed: Sequence[str], max_rows: int, skipped: Sequence[str] = ()
+                  ) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` at ``path`` (``skipped`` ones only header-checked), headers bounded first."""
     arrays: dict[str, np.ndarray] = {}
+    seen: set[str] = set()
+    allowed = [*allowed, *(k for k in skipped if k not in allowed)]
     with zipfile.ZipFile(path) as zf:
         members = zf.infolist()
         if len(members) > MAX_MEMBERS:
@@ -124,13 +147,16 @@ def _read_members(path: Path, allowed: Sequence[str], max_rows: int) -> dict[str
                              f"({', '.join(allowed)})")
         for info in members:
             key = info.filename.removesuffix(".npy")
-            if not info.filename.endswith(".npy") or key not in allowed or key in arrays:
+            if not info.filename.endswith(".npy") or key not in allowed or key in seen:
                 raise InputError(f"{path}: unexpected array {info.filename[:80]!r}; expected the head's inputs "
                                  f"and labels ({', '.join(allowed)})")
+            seen.add(key)
             where = f"{path}: array {key!r}"
             with zf.open(info) as fh:
                 shape, dtype = _header(fh, where)
             _check_header(key, shape, dtype, where, max_rows)
+            if key in skipped:
+                continue  # another shipped head's array: that head's read checks its data
             with zf.open(info) as fh:
                 arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
     return arrays
@@ -144,7 +170,8 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load(path: Path, allowed: Sequence[str], max_rows: int) -> tuple[dict[str, np.ndarray], str]:
+def _load(path: Path, allowed: Sequence[str], max_rows: int, skipped: Sequence[str] = ()
+          ) -> tuple[dict[str, np.ndarray], str]:
     """The arrays of the ``.npz`` at ``path`` and the file's sha256; InputError for anything unreadable."""
     if not path.is_file():
         raise InputError(f"head data {path} does not exist; expected an .npz file")
@@ -152,7 +179,7 @@ def _load(path: Path, allowed: Sequence[str], max_rows: int) -> tuple[dict[str, 
     if size > MAX_FILE_BYTES:
         raise InputError(f"head data {path} is {size} bytes, at most {MAX_FILE_BYTES}")
     try:
-        return _read_members(path, allowed, max_rows), _file_digest(path)
+        return _read_members(path, allowed, max_rows, skipped), _file_digest(path)
     except InputError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
@@ -160,13 +187,14 @@ def _load(path: Path, allowed: Sequence[str], max_rows: int) -> tuple[dict[str, 
         raise InputError(f"head data {path} is not a readable .npz file: {first}") from None
 
 
-def _check_probs(name: str, array: np.ndarray, mask: np.ndarray, where: str) -> None:
-    """Encoder inputs: finite probabilities, all zero where the mask is 0."""
+def _check_input(tensor: TensorInfo, array: np.ndarray, mask: np.ndarray, where: str) -> None:
+    """Encoder inputs: finite, probabilities (``embedding`` inputs: any finite features), all zero where masked."""
+    name = tensor.name
     if not np.isfinite(array).all():
         raise InputError(f"{where}: input {name!r} has NaN or infinite values")
     bad = np.flatnonzero((array < -_PROB_SLACK).any(axis=1) | (array > 1 + _PROB_SLACK).any(axis=1)
                          | (array.sum(axis=1) > 1 + _PROB_SLACK))
-    if bad.size:
+    if bad.size and tensor.kind != "embedding":
         raise InputError(f"{where}: input {name!r} row {int(bad[0])} is not probabilities "
                          "(values in [0, 1], summing to at most 1)")
     leaked = np.flatnonzero((mask == 0) & (array != 0).any(axis=1))
@@ -206,29 +234,62 @@ def _va(array: np.ndarray, where: str) -> np.ndarray:
     return va
 
 
-def read_head_npz(path: str | Path, inputs: Sequence[TensorInfo], output_labels: Sequence[str], *,
-                  need_labels: bool = True, allow_va: bool = False, max_rows: int = MAX_ROWS) -> HeadRows:
-    """The rows of the ``.npz`` at ``path`` for a head with ``inputs`` and ``output_labels`` (format above).
+def _label_sets(array: np.ndarray, output: TensorInfo, where: str) -> np.ndarray:
+    """The ``label_sets`` truth: ``[rows, L]`` of 0 or 1 for the multilabel ``output``'s L labels."""
+    if array.shape[1] != len(output.labels):
+        raise InputError(f"{where}: {LABEL_SETS_KEY} has shape {list(array.shape)}, expected [rows, "
+                         f"{len(output.labels)}] (one 0/1 column per label of output {output.name!r}: "
+                         f"{', '.join(output.labels)})")
+    if not np.isin(array, (0.0, 1.0)).all():
+        raise InputError(f"{where}: {LABEL_SETS_KEY} values must be 0 or 1")
+    return array.astype(np.float32)
 
-    ``need_labels``: ``labels`` must be present (evaluation); ``allow_va``:
-    the file may carry ``valence_arousal`` targets (a head with such an output).
-    """
-    path = Path(path)
-    names = [t.name for t in inputs]
-    clash = [n for n in names if n in (LABELS_KEY, VA_KEY)]
-    if clash:
-        raise InputError(f"head input {clash[0]!r} has a name the head data format reserves")
-    allowed = [*names, LABELS_KEY, *([VA_KEY] if allow_va else [])]
-    arrays, digest = _load(path, allowed, max_rows)
-    where = f"head data {path}"
-    missing = [n for n in names if n not in arrays] + ([LABELS_KEY] if need_labels and LABELS_KEY not in arrays
-                                                        else [])
+
+def _column_of(name: str, mask_labels: Sequence[str]) -> int | None:
+    """The mask column of input ``name``: its encoder's (``face`` for ``face`` and ``face.embedding``)."""
+    matches = [i for i, label in enumerate(mask_labels) if name == label or name.startswith(f"{label}.")]
+    return max(matches, key=lambda i: len(mask_labels[i])) if matches else None
+
+
+def _select_mask(arrays: dict[str, np.ndarray], mask: TensorInfo | None, where: str,
+                 need_mask_labels: bool) -> dict[str, np.ndarray]:
+    """With ``mask_labels``: the head's mask columns, in its order, and only the rows with one of them valid."""
+    names = arrays.pop(MASK_LABELS_KEY, None)
+    if names is None:
+        if need_mask_labels and mask is not None:
+            raise InputError(f"{where} lacks array {MASK_LABELS_KEY!r}; the heads it serves order their masks "
+                             f"differently, so name the mask's columns (this head: {', '.join(mask.labels)})")
+        return arrays
+    names = tuple(str(v) for v in names.tolist())
+    if mask is None or MASK_KEY not in arrays:
+        return arrays
+    if len(names) != arrays[MASK_KEY].shape[1] or len(set(names)) != len(names):
+        raise InputError(f"{where}: {MASK_LABELS_KEY} {list(names)[:8]} must name each of the "
+                         f"{arrays[MASK_KEY].shape[1]} mask columns once")
+    missing = [label for label in mask.labels if label not in names]
     if missing:
-        raise InputError(f"{where} lacks array {missing[0]!r}; expected one array per head input "
-                         f"({', '.join(names)}) and {LABELS_KEY}")
-    rows = {k: v.shape[0] for k, v in arrays.items()}
-    if len(set(rows.values())) != 1:
-        raise InputError(f"{where}: arrays have different row counts {rows}")
+        raise InputError(f"{where}: {MASK_LABELS_KEY} lacks {missing[0]!r}, a mask label of the head "
+                         f"({', '.join(mask.labels)})")
+    selected = arrays[MASK_KEY][:, [names.index(label) for label in mask.labels]]
+    if not np.isin(selected, (0.0, 1.0)).all():
+        return {**arrays, MASK_KEY: selected}  # _check_mask names the bad values
+    rows = np.flatnonzero(selected.sum(axis=1) > 0)
+    if rows.size == 0:
+        raise InputError(f"{where}: no row has any of the head's encoders ({', '.join(mask.labels)}) valid")
+    if rows.size < selected.shape[0]:
+        log.info("%s: %d rows have none of %s valid and are left out for this head", where,
+                 selected.shape[0] - rows.size, ", ".join(mask.labels))
+    return {**{k: v[rows] for k, v in arrays.items()}, MASK_KEY: selected[rows]}
+
+
+def _allowed(names: Sequence[str], allow_va: bool, multilabel: TensorInfo | None) -> list[str]:
+    """The arrays a head's file may hold: its inputs, labels, mask column names and its optional truths."""
+    return [*names, LABELS_KEY, MASK_LABELS_KEY, *([VA_KEY] if allow_va else []),
+            *([LABEL_SETS_KEY] if multilabel is not None else [])]
+
+
+def _checked_inputs(arrays: dict[str, np.ndarray], inputs: Sequence[TensorInfo], where: str) -> dict[str, np.ndarray]:
+    """Each input's array at the head's width and dtype, checked against the mask (format above)."""
     out: dict[str, np.ndarray] = {}
     for tensor in inputs:
         width = tensor.shape[-1]
@@ -236,16 +297,56 @@ def read_head_npz(path: str | Path, inputs: Sequence[TensorInfo], output_labels:
             raise InputError(f"{where}: array {tensor.name!r} has shape {list(arrays[tensor.name].shape)}, "
                              f"the head's input is [rows, {width}]")
         out[tensor.name] = arrays[tensor.name].astype(tensor.np_dtype)
-    n = next(iter(rows.values()))
+    n = next(iter(arrays.values())).shape[0]
     mask = arrays[MASK_KEY].astype(np.float64) if MASK_KEY in arrays else np.ones((n, 0))
     mask_labels = next((t.labels for t in inputs if t.name == MASK_KEY), ())
     if MASK_KEY in arrays:
         _check_mask(mask, where)
     for tensor in inputs:
         if tensor.name != MASK_KEY:
-            column = mask[:, mask_labels.index(tensor.name)] if tensor.name in mask_labels else np.ones(n)
-            _check_probs(tensor.name, arrays[tensor.name].astype(np.float64), column, where)
+            index = _column_of(tensor.name, mask_labels)
+            column = mask[:, index] if index is not None else np.ones(n)
+            _check_input(tensor, arrays[tensor.name].astype(np.float64), column, where)
+    return out
+
+
+def read_head_npz(path: str | Path, inputs: Sequence[TensorInfo], output_labels: Sequence[str], *,
+                  need_labels: bool = True, allow_va: bool = False, max_rows: int = MAX_ROWS,
+                  multilabel: TensorInfo | None = None, need_label_sets: bool = False, shared: Sequence[str] = (),
+                  need_mask_labels: bool = False) -> HeadRows:
+    """The rows of the ``.npz`` at ``path`` for a head with ``inputs`` and ``output_labels`` (format above).
+
+    ``need_labels``: ``labels`` must be present (evaluation); ``allow_va``:
+    the file may carry ``valence_arousal`` targets (a head with such an
+    output); ``multilabel``: the head's multilabel output, whose truth
+    ``label_sets`` the file may (``need_label_sets``: must) carry;
+    ``shared``: arrays other heads declare, skipped here;
+    ``need_mask_labels``: the file must name its mask columns.
+    """
+    path = Path(path)
+    names = [t.name for t in inputs]
+    clash = [n for n in names if n in (LABELS_KEY, VA_KEY, LABEL_SETS_KEY, MASK_LABELS_KEY)]
+    if clash:
+        raise InputError(f"head input {clash[0]!r} has a name the head data format reserves")
+    allowed = _allowed(names, allow_va, multilabel)
+    arrays, digest = _load(path, allowed, max_rows, [k for k in shared if k not in allowed])
+    where = f"head data {path}"
+    missing = [n for n in names if n not in arrays] + ([LABELS_KEY] if need_labels and LABELS_KEY not in arrays
+                                                        else [])
+    missing += [LABEL_SETS_KEY] if need_label_sets and LABEL_SETS_KEY not in arrays else []
+    if missing:
+        raise InputError(f"{where} lacks array {missing[0]!r}; expected one array per head input "
+                         f"({', '.join(names)}), {LABELS_KEY}"
+                         + (f" and {LABEL_SETS_KEY} for output {multilabel.name!r}" if multilabel else ""))
+    rows = {k: v.shape[0] for k, v in arrays.items() if k != MASK_LABELS_KEY}
+    if len(set(rows.values())) != 1:
+        raise InputError(f"{where}: arrays have different row counts {rows}")
+    arrays = _select_mask(arrays, next((t for t in inputs if t.name == MASK_KEY), None), where, need_mask_labels)
+    out = _checked_inputs(arrays, inputs, where)
     labels = _labels(arrays[LABELS_KEY], output_labels, where) if LABELS_KEY in arrays else None
     va = _va(arrays[VA_KEY], where) if VA_KEY in arrays else None
+    label_sets = (_label_sets(arrays[LABEL_SETS_KEY], multilabel, where)
+                  if LABEL_SETS_KEY in arrays and multilabel is not None else None)
+    n = len(next(iter(out.values())))
     log.info("%s: %d head rows%s", path, n, "" if labels is None else ", labelled")
-    return HeadRows(out, labels, va, str(path), digest)
+    return HeadRows(out, labels, va, str(path), digest, label_sets)

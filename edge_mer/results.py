@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from edge_mer.errors import InputError
 from edge_mer.names import ReasonCode
 
@@ -85,6 +87,9 @@ class ModalityResult:
     #: Per tracked face (face modality only); affect is filled in by the scheduler. Not in this JSON:
     #: the decision carries them at its top level (``faces``).
     faces: tuple[FaceResult, ...] = ()
+    #: The encoder's ``embedding`` outputs over the window (``{output name: float32 [D]}``), for fusion heads
+    #: that consume them; empty for an invalid result or an encoder without any. Not part of the JSON.
+    embeddings: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def label(self) -> str | None:
@@ -114,6 +119,37 @@ class ModalityResult:
 
 
 @dataclass(frozen=True)
+class Uncertainty:
+    """How sure a probabilistic fusion (``monte_carlo``) is of one tick's label.
+
+    ``entropy`` is the entropy (nats) of the fused distribution; ``agreement``
+    the share of the ``samples`` draws whose fused label is the decision's;
+    ``interval`` the central ``level`` interval of the label's fused probability
+    over the draws. All of the tick's fusion, before smoothing.
+    """
+
+    entropy: float
+    agreement: float
+    interval: tuple[float, float]
+    level: float
+    samples: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entropy": round(self.entropy, 6), "agreement": round(self.agreement, 6),
+                "interval": [round(self.interval[0], 6), round(self.interval[1], 6)], "level": self.level,
+                "samples": self.samples}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Uncertainty:
+        try:
+            lo, hi = (float(v) for v in data["interval"])
+            return cls(float(data["entropy"]), float(data["agreement"]), (lo, hi), float(data["level"]),
+                       int(data["samples"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"decision uncertainty: not in the decision format ({exc})") from None
+
+
+@dataclass(frozen=True)
 class Decision:
     """One fused estimate: ``t`` (seconds, daemon or session clock), the label, probabilities,
     valence/arousal, each modality's result, and how long the tick took.
@@ -122,6 +158,11 @@ class Decision:
     smoothing; shares of the contributing encoders sum to 1, 0 for one left
     out), from rules whose weights change per tick (``reliability``); empty
     otherwise, and then the JSON has no ``fusion_weights`` key.
+
+    ``uncertainty`` comes from probabilistic rules (``monte_carlo``) and
+    ``labels_active`` (``{label: score}`` of the labels at or above their
+    thresholds, possibly empty) from a head with a ``multilabel`` output; each
+    is None otherwise, and its JSON key is then absent.
     """
 
     t: float
@@ -134,6 +175,8 @@ class Decision:
     #: Every tracked face's evidence (empty without a face modality or with no face in view).
     faces: tuple[FaceResult, ...] = ()
     fusion_weights: dict[str, float] = field(default_factory=dict)
+    uncertainty: Uncertainty | None = None
+    labels_active: dict[str, float] | None = None
 
     def result(self, modality: str) -> ModalityResult | None:
         """This decision's result for ``modality``, or None when it has none."""
@@ -157,6 +200,10 @@ class Decision:
         }
         if self.fusion_weights:  # only rules with per-tick weights: other decisions keep their exact format
             data["fusion_weights"] = {k: round(v, 6) for k, v in self.fusion_weights.items()}
+        if self.uncertainty is not None:
+            data["uncertainty"] = self.uncertainty.to_json()
+        if self.labels_active is not None:
+            data["labels_active"] = {k: round(v, 6) for k, v in self.labels_active.items()}
         return data
 
     @functools.cached_property
@@ -173,9 +220,12 @@ class Decision:
             modalities = tuple(ModalityResult.from_json(m, r) for m, r in data["modalities"].items())
             faces = tuple(FaceResult.from_json(f) for f in data.get("faces", ()))
             weights = {str(k): float(v) for k, v in data.get("fusion_weights", {}).items()}
+            uncertainty = Uncertainty.from_json(data["uncertainty"]) if "uncertainty" in data else None
+            active = data.get("labels_active")
+            active = None if active is None else {str(k): float(v) for k, v in active.items()}
             return cls(float(data["t"]), str(data["label"]), {str(k): float(v) for k, v in data["probs"].items()},
                        float(data["valence"]), float(data["arousal"]), modalities, float(data["latency_ms"]), faces,
-                       weights)
+                       weights, uncertainty, active)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"not a decision in the decision format (key or value {exc})") from None
 

@@ -58,9 +58,11 @@ FLAGS: tuple[Flag, ...] = (
                                        "output: CSV of path,valence,arousal rows"),
     ("--max-ccc-drop", "max_ccc_drop", float, "largest valence/arousal CCC loss vs FP32 and vs the V/A labels "
                                               "that passes, absolute (default 0.02)"),
-    ("--head-eval", "head_eval", str, "fusion-head evaluation data (.npz: one array per head input, labels); "
-                                      "exports the bundle's fusion head too"),
-    ("--head-calib", "head_calib", str, "other fusion-head data (.npz) that calibrates the head's INT8"),
+    ("--head-eval", "head_eval", str, "fusion-head evaluation data (.npz: one array per head input, labels, "
+                                      "label_sets for multilabel outputs); exports every shipped fusion head too"),
+    ("--head-calib", "head_calib", str, "other fusion-head data (.npz) that calibrates the heads' INT8"),
+    ("--max-map-drop", "max_map_drop", float, "largest mAP loss vs fp32 of a multilabel output that passes, "
+                                              "absolute (default 0.02)"),
 )
 
 

@@ -28,7 +28,8 @@ class ExportConfig:
     calibration and evaluation sets. ``encoders``
     empty selects every encoder that has evaluation data.
     ``max_accuracy_drop`` is in percentage points; ``max_ccc_drop`` in
-    absolute CCC (valence/arousal outputs, see :mod:`edge_mer_export.va`).
+    absolute CCC (valence/arousal outputs, see :mod:`edge_mer_export.va`);
+    ``max_map_drop`` in absolute mAP (multilabel outputs).
     """
 
     source: Path
@@ -66,10 +67,13 @@ class ExportConfig:
     va_eval: dict[str, Path] = field(default_factory=dict)
     #: The largest CCC loss (absolute, per axis) against FP32 and against V/A labels that passes.
     max_ccc_drop: float = 0.02
-    #: Fusion-head data (``.npz``, see :mod:`edge_mer_calibration.head`): with ``head_eval`` set, the
-    #: bundle's ``fusion.head`` is exported and gated on it; ``head_calib`` calibrates its INT8.
+    #: Fusion-head data (``.npz``, see :mod:`edge_mer_calibration.head`): with ``head_eval`` set, every
+    #: shipped head (``fusion.named_heads()``) is exported and gated on it; ``head_calib`` calibrates their INT8.
     head_eval: Path | None = None
     head_calib: Path | None = None
+    #: The largest mAP loss (absolute, FP32 minus candidate, on the head data's ``label_sets``) of a
+    #: ``multilabel`` output that passes (see :mod:`edge_mer_export.multilabel`).
+    max_map_drop: float = 0.02
 
     def __post_init__(self) -> None:
         for p in self.precisions:
@@ -92,6 +96,9 @@ class ExportConfig:
         require(0.0 <= self.min_detection_iou <= 1.0, f"min_detection_iou must be in 0..1, got {self.min_detection_iou}")
         require(0.0 <= self.max_ccc_drop <= 2.0,
                 f"max_ccc_drop must be in 0..2 (absolute CCC), got {self.max_ccc_drop}")
+        require(isinstance(self.max_map_drop, (int, float)) and not isinstance(self.max_map_drop, bool)
+                and 0.0 <= self.max_map_drop <= 1.0,
+                f"max_map_drop must be in 0..1 (absolute mAP), got {self.max_map_drop}")
         require(self.head_calib is None or self.head_eval is not None,
                 "head_calib needs head_eval: the fusion head is exported only with evaluation data")
         require(self.source.suffix != ".onnx" or self.entry is not None,

@@ -5,7 +5,10 @@ class index of each row) for its ``probs``/``logits`` output, through
 :func:`edge_mer_export.gate.gate`, and a valence/arousal set (feeds and,
 where known, ``[n, 2]`` targets) for its ``valence_arousal`` output, through
 :func:`edge_mer_export.va.va_gate`. Without a valence/arousal set such an
-output is compared with FP32 on the class set's inputs. Every model runs
+output is compared with FP32 on the class set's inputs. A ``multilabel``
+output is run on the class set's inputs and judged by
+:func:`edge_mer_export.multilabel.multilabel_gate` on the set's
+``label_sets`` (mAP drop, per-label F1). Every model runs
 through the runtime's ONNX Runtime backend; failed candidates' files are
 deleted so only passing precisions reach the bundle.
 """
@@ -28,6 +31,7 @@ from edge_mer.numeric import softmax
 from edge_mer_export.config import ExportConfig
 from edge_mer_export.errors import ExportError
 from edge_mer_export.gate import LATENCY_OPTIONS, GateResult, GateThresholds, gate, measure_latency
+from edge_mer_export.multilabel import MultilabelThresholds, multilabel_gate, with_multilabel
 from edge_mer_export.report import PrecisionOutcome
 from edge_mer_export.va import VaThresholds, merge_results, va_gate
 
@@ -43,6 +47,8 @@ class EvalSet:
     feeds: list[Feed]
     labels: Sequence[int] | None = None
     targets: np.ndarray | None = field(default=None, repr=False)
+    #: ``[n, L]`` 0/1 true label sets of the model's multilabel output, row for row with the feeds.
+    label_sets: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.feeds:
@@ -86,53 +92,71 @@ def _latency(path: Path, precision: str, feed: Feed, iterations: int) -> dict[st
 class _Outputs:
     probs: np.ndarray | None
     va: np.ndarray | None
+    multilabel: np.ndarray | None = None
 
 
-def _outputs(path: Path, precision: str, class_out: TensorInfo | None, va_out: TensorInfo | None,
-             classes: EvalSet | None, va: EvalSet | None) -> _Outputs:
-    """The model's class probabilities (softmaxed logits) and valence/arousal on the sets."""
-    probs = va_values = None
-    if classes is not None and class_out is not None:
-        names = [class_out.name] + ([va_out.name] if va_out is not None and va is None else [])
+@dataclass(frozen=True)
+class _Heads:
+    """The outputs a model is judged on: class, valence/arousal and multilabel (each may be None)."""
+
+    classes: TensorInfo | None
+    va: TensorInfo | None
+    multilabel: TensorInfo | None
+
+
+def _outputs(path: Path, precision: str, out: _Heads, classes: EvalSet | None, va: EvalSet | None) -> _Outputs:
+    """The model's class probabilities (softmaxed logits), valence/arousal and multilabel scores on the sets."""
+    probs = va_values = scores = None
+    if classes is not None and out.classes is not None:
+        names = [out.classes.name] + ([out.va.name] if out.va is not None and va is None else [])
+        names += [out.multilabel.name] if out.multilabel is not None else []
         raw = _run(path, precision, classes.feeds, names)
-        probs = raw[class_out.name].astype(np.float64)
-        probs = softmax(probs) if class_out.kind == "logits" else probs
-        va_values = raw.get(va_out.name) if va_out is not None else None
-    if va is not None and va_out is not None:
-        va_values = _run(path, precision, va.feeds, [va_out.name])[va_out.name]
-    return _Outputs(probs, None if va_values is None else va_values.astype(np.float64))
+        probs = raw[out.classes.name].astype(np.float64)
+        probs = softmax(probs) if out.classes.kind == "logits" else probs
+        va_values = raw.get(out.va.name) if out.va is not None else None
+        scores = raw[out.multilabel.name].astype(np.float64) if out.multilabel is not None else None
+    if va is not None and out.va is not None:
+        va_values = _run(path, precision, va.feeds, [out.va.name])[out.va.name]
+    return _Outputs(probs, None if va_values is None else va_values.astype(np.float64), scores)
 
 
-def _verdict(reference: _Outputs, candidate: _Outputs, class_out: TensorInfo | None, classes: EvalSet | None,
+def _verdict(reference: _Outputs, candidate: _Outputs, out: _Heads, classes: EvalSet | None,
              va: EvalSet | None, cfg: ExportConfig) -> GateResult:
-    """The accuracy and valence/arousal verdicts on one candidate, merged."""
+    """The accuracy, valence/arousal and multilabel verdicts on one candidate, merged."""
     class_thresholds, va_thresholds = thresholds_of(cfg)
     class_result = va_result = None
-    if reference.probs is not None and class_out is not None and classes is not None:
-        class_result = gate(reference.probs, candidate.probs, list(classes.labels or ()), len(class_out.labels),
-                            class_thresholds, class_names=class_out.labels)
+    if reference.probs is not None and out.classes is not None and classes is not None:
+        class_result = gate(reference.probs, candidate.probs, list(classes.labels or ()), len(out.classes.labels),
+                            class_thresholds, class_names=out.classes.labels)
     if reference.va is not None:
         va_result = va_gate(reference.va, candidate.va, None if va is None else va.targets, va_thresholds)
-    return merge_results(class_result, va_result)
+    result = merge_results(class_result, va_result)
+    if reference.multilabel is not None and out.multilabel is not None and classes is not None:
+        ml = multilabel_gate(reference.multilabel, candidate.multilabel, classes.label_sets, out.multilabel,
+                             MultilabelThresholds(max_map_drop=cfg.max_map_drop))
+        result = with_multilabel(result, ml)
+    return result
 
 
 def judge(cfg: ExportConfig, what: str, fp32: Path, files: dict[str, Path], outputs: Sequence[TensorInfo | None],
           classes: EvalSet | None, va: EvalSet | None) -> Judged:
     """Gate every candidate in ``files`` against ``fp32``; delete the files of those that fail.
 
-    ``outputs`` is ``(class output or None, valence/arousal output or None)``.
+    ``outputs`` is ``(class output or None, valence/arousal output or None)``, optionally followed by the
+    multilabel output (or None), which is run on the ``classes`` set and judged on its ``label_sets``.
     """
-    class_out, va_out = outputs
+    class_out, va_out, ml_out = (*outputs, None)[:3]
+    heads = _Heads(class_out, va_out, ml_out)
     if (class_out is None or classes is None) and (va_out is None or (va is None and classes is None)):
         raise ExportError(f"{what}: no evaluation data for any output to gate")
     one = {k: v[:1] for k, v in (classes or va).feeds[0].items()}  # type: ignore[union-attr]
-    reference = _outputs(fp32, "fp32", class_out, va_out, classes, va)
+    reference = _outputs(fp32, "fp32", heads, classes, va)
     fp32_latency = _latency(fp32, "fp32", one, cfg.latency_iterations)
     reports = {"fp32": PrecisionReport(True, None, round(fp32_latency["p50_ms"], 4), {})}
     outcomes: dict[str, PrecisionOutcome] = {}
     for precision, path in files.items():
-        candidate = _outputs(path, precision, class_out, va_out, classes, va)
-        result = _verdict(reference, candidate, class_out, classes, va, cfg)
+        candidate = _outputs(path, precision, heads, classes, va)
+        result = _verdict(reference, candidate, heads, classes, va, cfg)
         latency = _latency(path, precision, one, cfg.latency_iterations)
         reports[precision] = result.to_precision_report(round(latency["p50_ms"], 4))
         outcomes[precision] = PrecisionOutcome(result, latency, reference.probs,

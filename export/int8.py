@@ -15,13 +15,39 @@ Runtime.  ONNX Runtime's ``quantize_static`` writes it with:
   explicit for TensorRT to fuse).  ONNX Runtime quantizes both Add inputs,
   so :func:`fuse_residual_adds` removes the pair on the input a weighted
   layer produces, letting TensorRT fuse the Add into that layer.  An Add
-  with a constant operand is a bias, not a residual, and is not quantized;
+  with a constant operand is a bias, not a residual, and is not quantized
+  (:mod:`~edge_mer_export.qdq_placement` has these graph rules);
 * everything else stays float, notably Softmax (probability output),
   Sigmoid, the speech model's mean/std pooling (ReduceMean, Sub, Mul, Div,
   Sqrt) and the EEG heads' input standardisation (Sub, Div): these are not
   among TensorRT's INT8 fusions, and ORT's defaults would give Softmax and
   Sigmoid fixed-range output Q/DQ.  :mod:`~edge_mer_export.qdq_lint` refuses
-  DequantizeLinear into them (``NO_QDQ_OPS``) and Q/DQ on probabilities;
+  DequantizeLinear into them (``NO_QDQ_OPS``) and Q/DQ on probabilities
+  other than attention weights read by a MatMul;
+* attention blocks (fusion heads: MatMul, Softmax, LayerNormalization,
+  Transpose/Reshape, Add, Mul, Gemm) follow the same rule, made explicit:
+  every MatMul gets Q/DQ on *both* inputs, also when both are activations
+  (``MatMulConstBOnly=False``; ORT's QDQ quantizer does so by default in
+  static mode, the option pins it): the token projections, Q·K^T (the
+  query pre-scaled, the keys through their Transpose), attn·V and the
+  output projection, as TensorRT needs both operands of a batched MatMul in
+  INT8 to run it in INT8 (its fused attention quantizes the Softmax output
+  for the second MatMul the same way).  Softmax and LayerNormalization are
+  not quantized op types, so they run in float (TensorRT 10/11 strongly
+  typed networks run them in their float input type): no DequantizeLinear
+  feeds them, and the Q/DQ after them is only the input quantization of
+  the MatMul/Gemm that reads them.  The sums they normalise stay float too
+  (:func:`~edge_mer_export.qdq_placement.normalised_adds`: the additive
+  mask bias on the scores, the residual Add before a LayerNormalization),
+  as does every Add on the path of ``float_inputs`` alone (the head's
+  ``mask``, :func:`~edge_mer_export.qdq_placement.float_path_adds`).
+  Transpose, Reshape and Mul are not quantized op types: Q/DQ sits after
+  them, on the MatMul input.  :mod:`~edge_mer_export.qdq_lint` checks all
+  of this (attention MatMuls with an unquantized input, Q/DQ around
+  Softmax/LayerNormalization, quantized inputs of a normalised Add).
+  ``QDQOpTypePerChannelSupportThreshold`` is not an option of the ONNX
+  Runtime this targets (1.31/1.32); per-channel MatMul weights use
+  ``QDQOpTypePerChannelSupportToAxis``;
 * biases stay float (``QuantizeBias=False``: TensorRT has no int32
   DequantizeLinear and fuses the float bias itself), weights stay float
   behind a Q -> DQ pair (``AddQDQPairToWeight``: TensorRT quantizes them at
@@ -61,7 +87,6 @@ import logging
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -81,6 +106,8 @@ from edge_mer_export.config import DEFAULT_METHOD, Method
 from edge_mer_export.errors import ExportError
 from edge_mer_export.onnx_checks import first_line, graph_inputs, ort_errors
 from edge_mer_export.qdq_lint import check_qdq
+from edge_mer_export.qdq_placement import (bias_adds, float_consumer_pairs, float_nodes,  # noqa: F401
+                                          fuse_residual_adds, named, stem_convs)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +135,7 @@ TRT_OPTIONS: dict[str, Any] = {
     "QDQKeepRemovableActivations": True,    # keep Relu/Clip in the graph for TensorRT to fuse
     "QDQDisableWeightAdjustForInt32Bias": True,  # biases stay float, so no weight scale needs raising for them
     "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # MatMul weight [K, N]: one scale per output column
+    "MatMulConstBOnly": False,              # attention MatMuls (both operands activations) get Q/DQ on both
 }
 
 #: create_calibrator extra_options: ranges symmetric around 0, as TensorRT's INT8 is.
@@ -212,101 +240,25 @@ def _calibrate(model: onnx.ModelProto, src: Path, reader_factory: ReaderFactory,
              time.perf_counter() - start, cache)
 
 
-def _named(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose nodes all have unique names (nodes_to_exclude works by name)."""
-    named = onnx.ModelProto()
-    named.CopyFrom(model)
-    taken = {n.name for n in named.graph.node if n.name}
-    for i, node in enumerate(named.graph.node):
-        if not node.name:
-            node.name = f"{node.op_type}_{i}"
-            while node.name in taken:
-                node.name += "_"
-            taken.add(node.name)
-    return named
-
-
-def bias_adds(model: onnx.ModelProto) -> list[str]:
-    """Names of Add nodes with a constant operand: a bias, not a residual, so left unquantized."""
-    constants = {i.name for i in model.graph.initializer}
-    constants |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
-    return [n.name for n in model.graph.node if n.op_type == "Add" and any(i in constants for i in n.input)]
-
-
-WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-def fuse_residual_adds(model: onnx.ModelProto) -> list[str]:
-    """Drop the Q/DQ pair on each Add input a weighted layer produces; return the Adds changed.
-
-    ONNX Runtime quantizes every input of an Add.  TensorRT fuses an Add into
-    the Conv/Gemm/MatMul producing one of its inputs when only the *other*
-    (residual) input carries Q/DQ; a Q/DQ on the weighted layer's output
-    would split that fusion.  At most one input per Add is changed, and only
-    a dedicated pair (no other reader) is removed.
-    """
-    producers = {o: n for n in model.graph.node for o in n.output}
-    readers = Counter(i for n in model.graph.node for i in n.input)
-    dropped: set[str] = set()
-    changed = []
-    for add in (n for n in model.graph.node if n.op_type == "Add"):
-        for k, name in enumerate(add.input):
-            dq = producers.get(name)
-            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            source = producers.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
-            if source is None or source.op_type not in WEIGHTED_OP_TYPES or readers[name] != 1 \
-                    or readers[q.output[0]] != 1:
-                continue
-            add.input[k] = q.input[0]
-            dropped.update((q.output[0], dq.output[0]))
-            changed.append(add.name)
-            break
-    kept = [n for n in model.graph.node if n.output[0] not in dropped]
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
-    used = {i for n in model.graph.node for i in n.input}
-    unused = [i for i in model.graph.initializer if i.name not in used]
-    for init in unused:
-        model.graph.initializer.remove(init)
-    return changed
-
-
-def stem_convs(model: onnx.ModelProto, blocks: int = 3) -> list[str]:
-    """Names of the Conv nodes before the ``blocks``-th residual Add, in graph order (a network's stem).
-
-    The stem sees the raw image, whose fine contrast an INT8 step there
-    loses for every later layer; BlazeFace keeps its recall only with these
-    layers in float (the choice was made on a validation video, see
-    ``training/README.md``).  Names are those of :func:`_named`.
-    """
-    found: list[str] = []
-    adds = 0
-    for node in _named(model).graph.node:
-        if node.op_type == "Add":
-            adds += 1
-            if adds >= blocks:
-                break
-        elif node.op_type == "Conv":
-            found.append(node.name)
-    return found
-
-
 def _quantize_ort(model: onnx.ModelProto, src: Path, dst: Path, method: str, cache: Path, per_channel: bool,
-                  keep_float: Sequence[str] = ()) -> None:
-    named = _named(model)
+                  keep_float: Sequence[str] = (), float_inputs: Sequence[str] = ()) -> None:
+    renamed = named(model)
+    excluded = [*float_nodes(renamed, float_inputs), *keep_float]
     try:
-        quantize_static(named, str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
+        quantize_static(renamed, str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                         per_channel=per_channel, reduce_range=False, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=[*bias_adds(named), *keep_float],
+                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                         calibrate_method=METHODS[method], extra_options=dict(TRT_OPTIONS))
     except (*ort_errors(), ValueError, KeyError, RuntimeError) as exc:
         raise ExportError(f"{src}: INT8 quantization failed: {first_line(exc)}") from None
     quantized = onnx.load(str(dst))
     fused = fuse_residual_adds(quantized)
-    if fused:
+    floated = float_consumer_pairs(quantized, QUANTIZED_OP_TYPES)
+    if fused or floated:
         onnx.save(quantized, str(dst))
-        log.debug("%s: Add inputs from weighted layers left unquantized for TensorRT fusion: %s", src.name, fused)
+        log.debug("%s: Add inputs from weighted layers left unquantized for TensorRT fusion: %s; float inputs "
+                  "restored for %s", src.name, fused, floated)
 
 
 def _require_range_cache() -> None:
@@ -344,15 +296,17 @@ def _quantize_modelopt(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]],
 
 def make_int8(src: Path, dst: Path, reader_factory: ReaderFactory, *, method: Method = DEFAULT_METHOD,
               cache_dir: Path | None = None, per_channel: bool = True, quantizer: Quantizer = "ort",
-              keep_float: Sequence[str] = ()) -> Path:
+              keep_float: Sequence[str] = (), float_inputs: Sequence[str] = ()) -> Path:
     """Write the INT8 Q/DQ version of ``src`` to ``dst``, calibrated on ``reader_factory()``'s feeds.
 
     ``reader_factory`` returns a fresh ``CalibrationDataReader`` each call
     (feed dicts keyed by the model's input names).  ``method`` defaults to
     :data:`~edge_mer_export.config.DEFAULT_METHOD`, as ``edge-mer export``
     does.  ``cache_dir`` keeps the calibration ranges between runs (``None``:
-    no cache).  ``keep_float`` names nodes (as :func:`_named` names them)
-    left in float, e.g. :func:`stem_convs`.  ``src`` should come from :func:`~edge_mer_export.onnx_checks.prepare_model`.  The output
+    no cache).  ``keep_float`` names nodes (as
+    :func:`~edge_mer_export.qdq_placement.named` names them) left in float,
+    e.g. :func:`stem_convs`; ``float_inputs`` names graph inputs whose own
+    path stays float (a fusion head's ``mask``, see the module docstring).  ``src`` should come from :func:`~edge_mer_export.onnx_checks.prepare_model`.  The output
     passes :func:`~edge_mer_export.qdq_lint.check_qdq`.
     """
     onnxruntime_module()  # telemetry events off before the quantizer creates its sessions
@@ -379,7 +333,7 @@ def make_int8(src: Path, dst: Path, reader_factory: ReaderFactory, *, method: Me
                          src.name, method, count, cache)
             else:
                 _calibrate(model, src, reader_factory, method, digest, cache)
-            _quantize_ort(model, src, out, method, cache, per_channel, keep_float)
+            _quantize_ort(model, src, out, method, cache, per_channel, keep_float, float_inputs)
         check_qdq(out, label=f"INT8 model of {src}")
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(out), str(dst))

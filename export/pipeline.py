@@ -33,7 +33,7 @@ from edge_mer_export.engines import build_engines, write_implicit_cache
 from edge_mer_export.errors import ExportError
 from edge_mer_export.evaluate import EvalSet, judge, thresholds_of
 from edge_mer_export.fp16 import make_fp16
-from edge_mer_export.head import export_head, read_head_data
+from edge_mer_export.head import export_head, read_head_data, with_heads
 from edge_mer_export.int8 import make_int8
 from edge_mer_export.onnx_checks import prepare_model
 from edge_mer_export.outputs import (bundle_from_onnx, candidate_path, finish_output, start_output,
@@ -205,7 +205,7 @@ def _selected(cfg: ExportConfig, bundle: Bundle) -> tuple[tuple[str, ...], tuple
     detectors = tuple(bundle.manifest.detectors) if cfg.detector_eval is not None else ()
     if not names and not detectors and cfg.head_eval is None:
         raise ExportError("no encoder selected: give --eval ENCODER=PATH or --va-eval ENCODER=CSV (or --encoder "
-                          "NAME), --detector-eval VIDEO for the face detector, or --head-eval NPZ for the fusion head")
+                          "NAME), --detector-eval VIDEO for the face detector, or --head-eval NPZ for the fusion heads")
     return names, detectors
 
 
@@ -218,7 +218,7 @@ def export(cfg: ExportConfig) -> ExportResult:
         bundle = (bundle_from_onnx(cfg.source, cfg.entry, work) if cfg.entry is not None
                   else load_bundle(cfg.source))
         names, detectors = _selected(cfg, bundle)
-        head_data = read_head_data(cfg, bundle) if cfg.head_eval is not None else None  # bad data fails first
+        head_data = read_head_data(cfg, bundle) if cfg.head_eval is not None else {}  # bad data fails first
         created = not cfg.out.exists()
         out = start_output(bundle, cfg.out)
         try:
@@ -228,11 +228,9 @@ def export(cfg: ExportConfig) -> ExportResult:
                 results.append(result)
             for name in detectors:
                 detector_specs[name], detector_results[name] = export_detector(cfg, bundle, name, out, work)
-            head, head_result = (export_head(cfg, bundle, head_data, out, work) if head_data is not None
-                                 else (None, None))
-            manifest = bundle.manifest if head is None else dataclasses.replace(
-                bundle.manifest, fusion=dataclasses.replace(bundle.manifest.fusion, head=head))
-            finish_output(out, manifest, updated, detector_specs)
+            exported = {name: export_head(cfg, bundle, data, out, work) for name, data in head_data.items()}
+            heads = {name: spec for name, (spec, _) in exported.items()}
+            finish_output(out, with_heads(bundle.manifest, heads), updated, detector_specs)
         except BaseException:
             # Leave no half-written bundle behind (a retry would find the directory not empty).
             if created:
@@ -241,9 +239,10 @@ def export(cfg: ExportConfig) -> ExportResult:
     engines = build_engines(out, names) if cfg.engines else "skipped (--engines not given)"
     report = ExportReport(encoders=results, thresholds=thresholds_of(cfg)[0],
                           host={**host_info(), "engines": engines, "seconds": round(time.monotonic() - started, 1)},
-                          detectors=detector_results, head=head_result, max_ccc_drop=cfg.max_ccc_drop)
+                          detectors=detector_results, heads=[result for _, result in exported.values()],
+                          max_ccc_drop=cfg.max_ccc_drop, max_map_drop=cfg.max_map_drop)
     report_json, report_md = write_report(out / "report", report)
-    models = (*updated.values(), *detector_specs.values(), *([head] if head is not None else []))
+    models = (*updated.values(), *detector_specs.values(), *heads.values())
     # Only what this run converted counts: a precision carried over from the source bundle was gated before.
     any_passed = any(r.passed for spec in models for p, r in spec.precisions.items() if p in cfg.precisions)
     return ExportResult(out, report_json, report_md, any_passed)

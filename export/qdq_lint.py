@@ -18,7 +18,18 @@ names the node it found wrong:
   and each Q -> DQ pair uses the same scale, zero point and axis; a
   DequantizeLinear reads a constant or a QuantizeLinear output;
 * no DequantizeLinear feeds an op in :data:`NO_QDQ_OPS` (its inputs stay
-  float), and no QuantizeLinear reads a probability (:data:`PROBABILITY_OPS`).
+  float), and no QuantizeLinear reads a probability (:data:`PROBABILITY_OPS`)
+  or a normalisation's output (:data:`NORMALISATION_OPS`), except as the
+  input quantization of the layer reading it: a Softmax output read only by
+  attention MatMuls (the attention weights of attn·V, which TensorRT's INT8
+  attention quantizes), a LayerNormalization output read only by
+  Conv/Gemm/MatMul;
+* attention blocks: a MatMul both of whose inputs are activations (Q·K^T,
+  attn·V) has a Q -> DQ pair on each input (TensorRT runs a batched MatMul
+  in INT8 only with both operands quantized; one quantized operand only
+  adds rounding), and no DequantizeLinear feeds an Add whose sum a Softmax
+  or LayerNormalization normalises (through shape-only ops): the additive
+  mask and the residual stream stay float.
 
 These two lists are policy rather than parser limits: TensorRT's
 explicit-quantization guide ("Q/DQ layer-placement recommendations") fuses
@@ -67,23 +78,34 @@ NO_QDQ_OPS: dict[str, str] = {
     "LpNormalization": _MATH,
 }
 
-#: Op types whose output no QuantizeLinear may read: probabilities.
+#: Op types whose output no QuantizeLinear may read: probabilities (Softmax: except attention weights, below).
 PROBABILITY_OPS: tuple[str, ...] = ("Softmax", "LogSoftmax", "Sigmoid")
+#: Normalisations whose output is quantized only as the input of a weighted layer that reads it.
+NORMALISATION_OPS: tuple[str, ...] = ("LayerNormalization", "InstanceNormalization", "GroupNormalization")
+#: Layers whose activation input Q/DQ TensorRT fuses into an INT8 kernel.
+WEIGHTED_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: Ops that only move values: a normalisation reached through them normalises the same numbers.
+SHAPE_OPS: tuple[str, ...] = ("Reshape", "Transpose", "Unsqueeze", "Squeeze", "Identity", "Flatten", "Expand", "Cast")
+#: Ops that normalise their input in float (their inputs, and the sums feeding them, stay float).
+NORMALISING_OPS: tuple[str, ...] = ("Softmax", "LogSoftmax", *NORMALISATION_OPS)
 
 #: How many problems a QdqLintError message spells out.
 SHOWN_PROBLEMS = 3
 
 
 @dataclass
-class _Graph:
+class Graph:
+    """Constants, producers and consumers of a model's tensors (:func:`index_graph`)."""
+
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=lambda: defaultdict(list))
     outputs: set[str] = field(default_factory=set)
 
 
-def _index(model: onnx.ModelProto) -> _Graph:
-    g = _Graph(outputs={o.name for o in model.graph.output})
+def index_graph(model: onnx.ModelProto) -> Graph:
+    """The constants (initializers, Constant nodes), producer and consumers of every tensor of ``model``."""
+    g = Graph(outputs={o.name for o in model.graph.output})
     for init in model.graph.initializer:
         g.consts[init.name] = numpy_helper.to_array(init)
     for node in model.graph.node:
@@ -112,7 +134,7 @@ def _input(node: onnx.NodeProto, i: int) -> str:
     return node.input[i] if len(node.input) > i else ""
 
 
-def _qtype(node: onnx.NodeProto, g: _Graph) -> np.dtype | None:
+def _qtype(node: onnx.NodeProto, g: Graph) -> np.dtype | None:
     """The integer type on the quantized side of a Q or DQ node (None when it cannot be told)."""
     zp = _input(node, 2)
     if zp and zp in g.consts:
@@ -127,7 +149,7 @@ def _qtype(node: onnx.NodeProto, g: _Graph) -> np.dtype | None:
     return _qtype(source, g) if source is not None and source.op_type == "QuantizeLinear" else None
 
 
-def _weight_shape(node: onnx.NodeProto, g: _Graph) -> tuple[int, ...] | None:
+def _weight_shape(node: onnx.NodeProto, g: Graph) -> tuple[int, ...] | None:
     """Shape of the constant a Q/DQ quantizes (through a Q for a DQ), None for an activation."""
     x = node.input[0]
     if x in g.consts:
@@ -138,7 +160,7 @@ def _weight_shape(node: onnx.NodeProto, g: _Graph) -> tuple[int, ...] | None:
     return None
 
 
-def _expected_axis(dq: onnx.NodeProto, g: _Graph, rank: int) -> tuple[int, str] | None:
+def _expected_axis(dq: onnx.NodeProto, g: Graph, rank: int) -> tuple[int, str] | None:
     """The output-channel axis TensorRT needs for the weight a DQ feeds, with the consumer's label."""
     for user in g.consumers.get(dq.output[0], []):
         if _input(user, 1) != dq.output[0]:
@@ -154,7 +176,7 @@ def _expected_axis(dq: onnx.NodeProto, g: _Graph, rank: int) -> tuple[int, str] 
     return None
 
 
-def _scale_problems(node: onnx.NodeProto, g: _Graph, who: str) -> list[str]:
+def _scale_problems(node: onnx.NodeProto, g: Graph, who: str) -> list[str]:
     scale_name, zp_name = node.input[1], _input(node, 2)
     scale = g.consts.get(scale_name)
     if scale is None:
@@ -177,7 +199,7 @@ def _scale_problems(node: onnx.NodeProto, g: _Graph, who: str) -> list[str]:
     return problems
 
 
-def _axis_problems(node: onnx.NodeProto, g: _Graph, who: str) -> list[str]:
+def _axis_problems(node: onnx.NodeProto, g: Graph, who: str) -> list[str]:
     scale = g.consts.get(node.input[1])
     if scale is None or scale.ndim == 0:
         return []
@@ -202,7 +224,7 @@ def _axis_problems(node: onnx.NodeProto, g: _Graph, who: str) -> list[str]:
     return []
 
 
-def _type_problems(node: onnx.NodeProto, g: _Graph, who: str) -> list[str]:
+def _type_problems(node: onnx.NodeProto, g: Graph, who: str) -> list[str]:
     if node.domain not in STANDARD_DOMAINS:
         return [f"{who}: {node.domain}.{node.op_type} is not the standard ONNX op TensorRT parses"]
     qtype = _qtype(node, g)
@@ -213,7 +235,7 @@ def _type_problems(node: onnx.NodeProto, g: _Graph, who: str) -> list[str]:
     return []
 
 
-def _wiring_problems(node: onnx.NodeProto, g: _Graph, who: str) -> list[str]:
+def _wiring_problems(node: onnx.NodeProto, g: Graph, who: str) -> list[str]:
     problems = []
     if node.op_type == "QuantizeLinear":
         out = node.output[0]
@@ -222,10 +244,7 @@ def _wiring_problems(node: onnx.NodeProto, g: _Graph, who: str) -> list[str]:
         for user in g.consumers.get(out, []):
             if user.op_type != "DequantizeLinear":
                 problems.append(f"{who}: feeds {user.op_type} node {_label(user)}; expected only DequantizeLinear")
-        source = g.producer.get(node.input[0])
-        if source is not None and source.op_type in PROBABILITY_OPS:
-            problems.append(f"{who}: quantizes the output of {source.op_type} node {_label(source)}, {_PROBS}")
-        return problems
+        return problems + _output_problems(node, g, who)
     source = g.producer.get(node.input[0])
     if node.input[0] not in g.consts:
         if source is None or source.op_type != "QuantizeLinear":
@@ -235,10 +254,79 @@ def _wiring_problems(node: onnx.NodeProto, g: _Graph, who: str) -> list[str]:
     for user in g.consumers.get(node.output[0], []):
         if user.op_type in NO_QDQ_OPS:
             problems.append(f"{who}: feeds {user.op_type} node {_label(user)}, {NO_QDQ_OPS[user.op_type]}")
+        reader = normaliser(user.output[0], g) if user.op_type == "Add" else None
+        if reader is not None:
+            problems.append(f"{who}: feeds Add node {_label(user)}, whose sum {reader.op_type} node "
+                            f"{_label(reader)} normalises; {_NORMALISED_SUM}")
     return problems
 
 
-def _pair_problems(q: onnx.NodeProto, dq: onnx.NodeProto, g: _Graph, who: str) -> list[str]:
+_NORMALISED_SUM = ("the additive attention mask and the residual stream before a normalisation stay float "
+                   "(an INT8 scale set by the -1e4 mask bias would round every score to 0)")
+
+
+def normaliser(name: str, g: Graph, depth: int = 0) -> onnx.NodeProto | None:
+    """The Softmax/normalisation that reads tensor ``name`` through shape-only ops, if any."""
+    for user in g.consumers.get(name, []) if depth <= 8 else []:
+        if user.op_type in NORMALISING_OPS and user.input[0] == name:
+            return user
+        found = normaliser(user.output[0], g, depth + 1) if user.op_type in SHAPE_OPS else None
+        if found is not None:
+            return found
+    return None
+
+
+def _is_activation(name: str, g: Graph) -> tuple[bool, bool]:
+    """(is it an activation rather than a constant weight, does it come through a Q -> DQ pair)."""
+    if name in g.consts:
+        return False, False
+    source = g.producer.get(name)
+    if source is not None and source.op_type == "DequantizeLinear":
+        return _weight_shape(source, g) is None, True
+    return True, False
+
+
+def is_attention_matmul(node: onnx.NodeProto, g: Graph) -> bool:
+    """A MatMul both of whose inputs are activations (Q·K^T, attn·V), not a layer with a constant weight."""
+    return node.op_type == "MatMul" and all(_is_activation(i, g)[0] for i in node.input[:2])
+
+
+def _output_problems(q: onnx.NodeProto, g: Graph, who: str) -> list[str]:
+    """A Q on a probability or normalisation output: allowed only as the input quantization of the layer reading it.
+
+    Softmax output may feed (through its DQ) only attention MatMuls (the attention weights of attn·V, which
+    TensorRT's INT8 attention quantizes); a normalisation's output only weighted layers (their activation
+    input). The Softmax/normalisation itself runs in float either way.
+    """
+    source = g.producer.get(q.input[0])
+    if source is None or source.op_type not in (*PROBABILITY_OPS, *NORMALISATION_OPS):
+        return []
+    users = [u for dq in g.consumers.get(q.output[0], []) for u in g.consumers.get(dq.output[0], [])]
+    if source.op_type == "Softmax" and users and all(is_attention_matmul(u, g) for u in users):
+        return []
+    if source.op_type in NORMALISATION_OPS and users and all(u.op_type in WEIGHTED_OPS for u in users):
+        return []
+    if source.op_type in PROBABILITY_OPS:
+        return [f"{who}: quantizes the output of {source.op_type} node {_label(source)}, {_PROBS}"]
+    return [f"{who}: quantizes the output of {source.op_type} node {_label(source)} for a layer other than a "
+            f"Conv/Gemm/MatMul; a normalisation's output is quantized only as a weighted layer's input"]
+
+
+def _attention_problems(model: onnx.ModelProto, g: Graph) -> list[str]:
+    """Each attention MatMul needs Q/DQ on both inputs: TensorRT runs a batched MatMul in INT8 only then."""
+    problems = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or not is_attention_matmul(node, g):
+            continue
+        for name in node.input[:2]:
+            if not _is_activation(name, g)[1]:
+                problems.append(f"MatMul {_label(node)}: attention MatMul input {name!r} (both inputs are "
+                                "activations) has no QuantizeLinear -> DequantizeLinear; TensorRT runs it in INT8 "
+                                "only with both operands quantized")
+    return problems
+
+
+def _pair_problems(q: onnx.NodeProto, dq: onnx.NodeProto, g: Graph, who: str) -> list[str]:
     def params(node: onnx.NodeProto) -> tuple:
         scale, zp = g.consts.get(node.input[1]), g.consts.get(_input(node, 2))
         per_channel = scale is not None and scale.ndim > 0
@@ -257,7 +345,7 @@ def _pair_problems(q: onnx.NodeProto, dq: onnx.NodeProto, g: _Graph, who: str) -
 def lint_qdq(path: Path | str | onnx.ModelProto) -> list[str]:
     """Every problem found in the Q/DQ model at ``path`` (a ModelProto is accepted too); empty when clean."""
     model = path if isinstance(path, onnx.ModelProto) else onnx.load(str(path))
-    g = _index(model)
+    g = index_graph(model)
     nodes = [n for n in model.graph.node if n.op_type in QDQ_OPS]
     if not nodes:
         return ["the model has no QuantizeLinear/DequantizeLinear nodes; expected an explicitly quantized model"]
@@ -268,6 +356,7 @@ def lint_qdq(path: Path | str | onnx.ModelProto) -> list[str]:
         problems += _scale_problems(node, g, who)
         problems += _axis_problems(node, g, who)
         problems += _wiring_problems(node, g, who)
+    problems += _attention_problems(model, g)
     log.debug("Q/DQ lint: %d Q/DQ nodes, %d problems", len(nodes), len(problems))
     return problems
 

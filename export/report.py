@@ -29,6 +29,7 @@ from edge_mer.names import PRECISIONS
 from edge_mer.config import require, to_dict
 from edge_mer_export.detector import detector_markdown
 from edge_mer_export.gate import GateResult, GateThresholds
+from edge_mer_export.multilabel import multilabel_summary_md
 from edge_mer_export.plots import MAX_SCATTER_ROWS as MAX_SCATTER_ROWS
 from edge_mer_export.plots import plot_confusion, plot_scatter
 from edge_mer_export.va import va_summary_md
@@ -117,18 +118,20 @@ class ExportReport:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     #: Per exported face detector: its detection gate per precision (see :mod:`edge_mer_export.detector`).
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: The exported fusion head (see :mod:`edge_mer_export.head`), and the valence/arousal CCC threshold.
-    head: EncoderResult | None = None
+    #: The exported fusion heads (see :mod:`edge_mer_export.head`), each named by its model name
+    #: (``fusion_head``, ``fusion_head.<name>``); the valence/arousal CCC and multilabel mAP thresholds.
+    heads: Sequence[EncoderResult] = ()
     max_ccc_drop: float | None = None
+    max_map_drop: float | None = None
 
     def __post_init__(self) -> None:
-        names = [e.name for e in (*self.encoders, *([self.head] if self.head is not None else []))]
+        names = [e.name for e in (*self.encoders, *self.heads)]
         require(len(set(names)) == len(names), f"encoder names must be unique, got {names}")
 
 
 def _all(report: ExportReport) -> list[EncoderResult]:
-    """The encoders in report order, then the fusion head if one was exported."""
-    return [*report.encoders, *([report.head] if report.head is not None else [])]
+    """The encoders in report order, then the fusion heads (default first)."""
+    return [*report.encoders, *report.heads]
 
 
 def host_info() -> dict[str, str]:
@@ -176,7 +179,8 @@ def _metrics_of(encoder: EncoderResult, outcome: PrecisionOutcome) -> dict[str, 
     ref = _reference_gate(encoder)
     if ref is None or outcome.status != "reference":
         return {}
-    keys = ("n_eval", "n_va", "accuracy_fp32", "macro_f1_fp32", "ccc_valence_fp32", "ccc_arousal_fp32", "ccc_mean_fp32")
+    keys = ("n_eval", "n_va", "ml_n", "accuracy_fp32", "macro_f1_fp32", "ccc_valence_fp32", "ccc_arousal_fp32",
+            "ccc_mean_fp32", "ml_map_fp32", "ml_mean_f1_fp32")
     return {k.removesuffix("_fp32"): ref.metrics[k] for k in keys if k in ref.metrics}
 
 
@@ -235,14 +239,22 @@ def _encoder_json(enc: EncoderResult, plots: dict[str, dict[str, str]]) -> dict[
 
 
 def report_json(report: ExportReport, plots: dict[str, dict[str, dict[str, str]]]) -> dict[str, Any]:
-    """The machine-readable report as builtins (no arrays); ``fusion_head`` only when a head was exported."""
+    """The machine-readable report as builtins (no arrays).
+
+    Each exported fusion head has a top-level section under its model name (``fusion_head``,
+    ``fusion_head.<name>``), listed in ``fusion_heads``; neither key appears when no head was exported.
+    """
     encoders = {enc.name: _encoder_json(enc, plots.get(enc.name, {})) for enc in report.encoders}
     thresholds = to_dict(report.thresholds)
     if report.max_ccc_drop is not None:
         thresholds["max_ccc_drop"] = report.max_ccc_drop
-    head = {} if report.head is None else {"fusion_head": _encoder_json(report.head, plots.get(report.head.name, {}))}
+    if report.max_map_drop is not None:
+        thresholds["max_map_drop"] = report.max_map_drop
+    heads = {h.name: _encoder_json(h, plots.get(h.name, {})) for h in report.heads}
+    listed = {"fusion_heads": list(heads)} if heads else {}
     return _clean({"format": FORMAT, "created": report.created, "host": dict(report.host),
-                   "thresholds": thresholds, "encoders": encoders, "detectors": dict(report.detectors), **head})
+                   "thresholds": thresholds, "encoders": encoders, "detectors": dict(report.detectors),
+                   **listed, **heads})
 
 
 def _cell(text: object) -> str:
@@ -275,26 +287,30 @@ def _summary_md(report: ExportReport) -> list[str]:
             lines.append(f"| {_cell(enc.name)} | {precision} | {_pct(m.get('accuracy'))} | "
                          f"{_num(m.get('accuracy_drop_pt'), '.1f')} | {_pct(m.get('agreement'))} | "
                          f"{_num(m.get('kl'), '.3g')} | {_num(p50, '.2f')} | {_result_cell(outcome)} |")
-    return lines + [""] + va_summary_md([(_cell(e.name), p, _metrics_of(e, o), _result_cell(o))
-                                         for e in _all(report) for p, o in _ordered(e)])
+    rows = [(_cell(e.name), p, _metrics_of(e, o), _result_cell(o)) for e in _all(report) for p, o in _ordered(e)]
+    return lines + [""] + va_summary_md(rows) + multilabel_summary_md(rows)
 
 
 def _limit(value: float | None, template: str) -> str:
     return "not gated" if value is None else template.format(value)
 
 
-def _thresholds_md(t: GateThresholds, max_ccc_drop: float | None = None) -> list[str]:
-    return ["## Thresholds", "",
-            f"- accuracy drop at most {t.max_accuracy_drop:g} pt (percentage points of top-1 accuracy vs fp32)",
-            f"- top-1 agreement with fp32 at least {100 * t.min_agreement:.1f}%",
-            f"- mean KL(fp32 || candidate): {_limit(t.max_kl, 'at most {:g} nats')}",
-            f"- max abs probability difference: {_limit(t.max_abs_diff, 'at most {:g}')}",
-            f"- valence/arousal CCC vs fp32: {_limit(t.min_ccc, 'at least {:g}')}" if max_ccc_drop is None else
-            f"- valence/arousal CCC lost vs fp32 and vs V/A labels: at most {max_ccc_drop:g} per axis", ""]
+def _thresholds_md(t: GateThresholds, max_ccc_drop: float | None = None, max_map_drop: float | None = None
+                   ) -> list[str]:
+    lines = ["## Thresholds", "",
+             f"- accuracy drop at most {t.max_accuracy_drop:g} pt (percentage points of top-1 accuracy vs fp32)",
+             f"- top-1 agreement with fp32 at least {100 * t.min_agreement:.1f}%",
+             f"- mean KL(fp32 || candidate): {_limit(t.max_kl, 'at most {:g} nats')}",
+             f"- max abs probability difference: {_limit(t.max_abs_diff, 'at most {:g}')}",
+             f"- valence/arousal CCC vs fp32: {_limit(t.min_ccc, 'at least {:g}')}" if max_ccc_drop is None else
+             f"- valence/arousal CCC lost vs fp32 and vs V/A labels: at most {max_ccc_drop:g} per axis"]
+    if max_map_drop is not None:
+        lines.append(f"- multilabel outputs: mAP lost vs fp32 on the true label sets at most {max_map_drop:g}")
+    return lines + [""]
 
 
 def _format_metric(name: str, value: float) -> str:
-    if name in ("n_eval", "n_va", "nonfinite_rows"):
+    if name in ("n_eval", "n_va", "ml_n", "nonfinite_rows"):
         return str(int(value))
     if name == "accuracy_drop_pt":
         return f"{value:.2f} pt"
@@ -342,7 +358,7 @@ def report_markdown(report: ExportReport, plots: dict[str, dict[str, dict[str, s
     host = ", ".join(f"{k} {v if isinstance(v, str) else json.dumps(_clean(v), sort_keys=True)}"
                      for k, v in report.host.items())
     lines = ["# edge-mer export report", "", f"Created {report.created} on {_cell(host) or 'unknown host'}.", ""]
-    lines += _summary_md(report) + _thresholds_md(report.thresholds, report.max_ccc_drop)
+    lines += _summary_md(report) + _thresholds_md(report.thresholds, report.max_ccc_drop, report.max_map_drop)
     for enc in _all(report):
         lines += _encoder_md(enc, plots.get(enc.name, {}))
     for name, det in report.detectors.items():

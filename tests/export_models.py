@@ -101,8 +101,9 @@ def head_bundle(root: Path, va: bool = False) -> Path:
     shutil.copytree(default_bundle_path(), root)
     make_head_model(root / "fusion" / "head.onnx", va=va)
     manifest = load_bundle(root).manifest
-    write_manifest(root, dataclasses.replace(manifest, fusion=dataclasses.replace(manifest.fusion,
-                                                                                  head=head_spec(root, va=va))))
+    # The tiny head replaces every shipped head: they read other encoder widths than it does.
+    fusion = dataclasses.replace(manifest.fusion, head=head_spec(root, va=va), head_name="stacked", heads={})
+    write_manifest(root, dataclasses.replace(manifest, fusion=fusion))
     load_bundle(root)
     return root
 

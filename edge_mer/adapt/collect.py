@@ -121,9 +121,10 @@ def _window(runner: ModalityRunner, now_ns: int) -> tuple[np.ndarray | Invalid, 
         features = runner._features(now_ns)
         if isinstance(features, Invalid):
             return features, None
-        return runner._infer(features), features[0]
+        return runner._infer(features)[:, :runner.class_width], features[0]
     evidence, _ = runner._evidence(now_ns, newest)
-    return evidence, None
+    # Evidence rows carry the encoder's embeddings after its class probabilities: adaptation needs only those.
+    return (evidence if isinstance(evidence, Invalid) else evidence[:, :runner.class_width]), None
 
 
 def _tick(runner: ModalityRunner, out: Windows, segments: _Segments, now_ns: int) -> None:

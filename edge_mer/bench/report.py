@@ -42,6 +42,28 @@ def _encoder_rows(encoders: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _us(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _rule_rows(rules: dict[str, Any]) -> list[list[str]]:
+    return [[name, f"skipped: {r['skipped']}", "", "", ""] if "skipped" in r else
+            [name, _us(r["p50_us"]), _us(r["p90_us"]), _us(r["p99_us"]), _us(r["max_us"])]
+            for name, r in rules.items()]
+
+
+def _head_rows(heads: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, per_precision in heads.items():
+        for precision, r in per_precision.items():
+            if "skipped" in r:
+                rows.append([name, precision, f"skipped: {r['skipped']}", "", "", "", ""])
+            else:
+                rows.append([name, precision, _us(r["p50_us"]), _us(r["p90_us"]), _us(r["p99_us"]),
+                             _us(r["max_us"]), r.get("gate") or "-"])
+    return rows
+
+
 def _face_rows(face: dict[str, Any]) -> list[list[str]]:
     return [[label, _count(v["fps"]), f"{100 * v['found_ratio']:.1f}%", _ms(v["frame_ms"]["p50"]),
              _ms(v["frame_ms"]["p99"]), str(v["full_detections"])] for label, v in face["variants"].items()]
@@ -63,6 +85,8 @@ HEADERS = {
     "encoders": ["encoder", "precision", "p50 ms", "p95 ms", "p99 ms", "max ms", "/s", "batch", "p50 ms", "/s"],
     "stages": ["stage", "p50 ms", "p99 ms", "n"],
     "face": ["face path", "fps", "found", "p50 ms", "p99 ms", "full detections"],
+    "fusion_rules": ["fusion rule", "p50 us", "p90 us", "p99 us", "max us"],
+    "fusion_heads": ["fusion head", "precision", "p50 us", "p90 us", "p99 us", "max us", "gate"],
 }
 
 
@@ -87,6 +111,13 @@ def _sections(result: dict[str, Any]) -> list[tuple[str, str, list[list[str]]]]:
     if "encoders_default_threads" in result:
         out.append(("Encoders with ONNX Runtime's default thread count (one per core)", "encoders",
                     _encoder_rows(result["encoders_default_threads"])))
+    if "fusion_rules" in result:
+        encoders = ", ".join(result["fusion_rules"]["encoders"])
+        out.append((f"Fusion rules: fuse() per tick on valid {encoders} results, the bundle's weights "
+                    "(model-running rules at fp32)", "fusion_rules", _rule_rows(result["fusion_rules"]["rules"])))
+    if "fusion_heads" in result:
+        out.append(("Fusion heads: the backend alone, batch 1, every modality present", "fusion_heads",
+                    _head_rows(result["fusion_heads"])))
     if "face_path" in result:
         f = result["face_path"]
         out.append((f"Face path on CPU {f['cpu']}: {f['video']}, {f['frames']} frames, {f['encoder']} {f['precision']}"

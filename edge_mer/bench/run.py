@@ -2,7 +2,8 @@
 
 The pipeline runs first, so its peak RSS is the daemon's own footprint and
 not that of the encoder sweep; then every encoder at every precision; then
-the face path on one core. ``compare`` adds, in the same run, the
+every fusion rule's per-tick cost and every shipped fusion head at every
+precision it ships; then the face path on one core. ``compare`` adds, in the same run, the
 configurations the optimisations replaced (timer ticks, full-frame detection
 on every frame), so before/after figures are ratios under one set of
 conditions.
@@ -21,6 +22,7 @@ from edge_mer.backends.options import BackendOptions
 from edge_mer.backends.registry import resolve_backend_name
 from edge_mer.bench.encoders import bench_encoders
 from edge_mer.bench.face_path import bench_face_path
+from edge_mer.bench.fusion import bench_heads, bench_rules
 from edge_mer.bench.host import host_info
 from edge_mer.bench.pipeline import bench_pipeline
 from edge_mer.bundle import default_bundle_path, load_bundle
@@ -43,7 +45,9 @@ class BenchConfig:
     with decisions at ``rate_hz``; ``duration_s`` 0 replays it to the end.
     ``face_video`` (default: the session's video) feeds the face path,
     ``face_frames`` 0 meaning every frame; ``cpu`` is the core it is pinned to
-    (default: the highest-numbered allowed core).
+    (default: the highest-numbered allowed core). ``fusion`` times every fusion
+    rule's ``fuse()`` and every shipped head (at ``precisions`` when given, else
+    every precision it ships) with ``warmup`` and ``iterations``.
     """
 
     bundle: Path | None = None
@@ -65,6 +69,7 @@ class BenchConfig:
     encoders: bool = True
     pipeline: bool = True
     face_path: bool = True
+    fusion: bool = True
     json: Path | None = None
     markdown: Path | None = None
 
@@ -83,7 +88,8 @@ class BenchConfig:
                 f"warmup_s ({self.warmup_s}) must be shorter than duration_s ({self.duration_s})")
         require(self.face_frames >= 0, f"face_frames must be >= 0 (0 = every frame), got {self.face_frames}")
         require(self.cpu is None or self.cpu >= 0, f"cpu must be a CPU number >= 0, got {self.cpu}")
-        require(self.encoders or self.pipeline or self.face_path, "nothing to measure: every part is switched off")
+        require(self.encoders or self.pipeline or self.face_path or self.fusion,
+                "nothing to measure: every part is switched off")
 
 
 def _before(options: FaceDetectorOptions) -> FaceDetectorOptions:
@@ -169,6 +175,11 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 config.backend.onnxruntime, intra_op_threads=0))
             result["encoders_default_threads"] = bench_encoders(
                 bundle, pooled, ("fp32",), batch=config.batch, warmup=config.warmup, iterations=config.iterations)
+    if config.fusion:
+        result["fusion_rules"] = bench_rules(bundle, config.backend, warmup=config.warmup,
+                                             iterations=config.iterations)
+        result["fusion_heads"] = bench_heads(bundle, config.backend, config.precisions, warmup=config.warmup,
+                                             iterations=config.iterations)
     if config.face_path:
         log.info("face path on one core")
         result["face_path"] = _face_path(config, bundle, session)

@@ -112,6 +112,11 @@ def _check_tensors(where: str, declared: tuple[TensorInfo, ...], actual: list[_M
 HEAD_MODEL_NAME = "fusion_head"
 
 
+def head_model_name(manifest: Manifest, name: str | None) -> str:
+    """The model name of shipped head ``name``: ``fusion_head`` for the default head, ``fusion_head.<name>`` else."""
+    return HEAD_MODEL_NAME if name is None or name == manifest.fusion.head_name else f"{HEAD_MODEL_NAME}.{name}"
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A validated bundle on disk; for an overlay (:mod:`edge_mer.bundle.overlay`), ``root`` is the overlay's
@@ -151,9 +156,10 @@ class Bundle:
         """What a backend needs to run detector ``name`` at ``precision``."""
         return self._ref(f"detector.{name}", f"detector {name!r}", self.detector(name).models, precision)
 
-    def head_ref(self, head: FusionHead, precision: str = "fp32") -> ModelRef:
-        """What a backend needs to run the fusion ``head`` at ``precision``."""
-        return self._ref(HEAD_MODEL_NAME, "fusion head", head.models, precision)
+    def head_ref(self, head: FusionHead, precision: str = "fp32", name: str | None = None) -> ModelRef:
+        """What a backend needs to run the fusion ``head`` (shipped as ``name``; None: the default) at ``precision``."""
+        model = head_model_name(self.manifest, name)
+        return self._ref(model, f"fusion head {name or self.manifest.fusion.head_name!r}", head.models, precision)
 
     def _ref(self, name: str, what: str, models: dict[str, FileEntry], precision: str) -> ModelRef:
         if precision not in models:
@@ -182,8 +188,7 @@ class Bundle:
             d = det.decoding
             lines.append(f"  detector {name}: precisions {'/'.join(det.models)}, input {d.input_size[0]}x"
                          f"{d.input_size[1]}, {d.num_anchors} anchors, {d.num_keypoints} keypoints")
-        head = m.fusion.head
-        heads = f"; head precisions {'/'.join(head.models)}" if head is not None else ""
+        heads = "".join(f"; head {name} precisions {'/'.join(h.models)}" for name, h in m.fusion.named_heads().items())
         lines.append(f"  fusion: {m.fusion.rule} (weights {weights}; half-life {m.fusion.smoothing_half_life_s:g} s"
                      f"{heads})")
         return "\n".join(lines)
@@ -294,7 +299,7 @@ def _check_files(bundle: Bundle, verify_hashes: bool) -> None:
     m = bundle.manifest
     parts = [(f"encoder {name}", enc) for name, enc in m.encoders.items()]
     parts += [(f"detector {name}", det) for name, det in m.detectors.items()]
-    parts += [("fusion head", m.fusion.head)] if m.fusion.head is not None else []
+    parts += [(f"fusion head {name}", head) for name, head in m.fusion.named_heads().items()]
     for what, spec in parts:
         for precision, entry in spec.models.items():
             model = _check_model(bundle, entry, verify_hashes)

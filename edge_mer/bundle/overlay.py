@@ -214,7 +214,7 @@ def overlay_info(root: Path, merged: MergedOverlay, manifest: Manifest) -> Overl
     own = _paths(f for name in merged.replaced for f in manifest.encoders[name].models.values())
     kept = [f for name, e in manifest.encoders.items() if name not in merged.replaced for f in e.models.values()]
     kept += [f for d in manifest.detectors.values() for f in d.models.values()]
-    kept += list(manifest.fusion.head.models.values()) if manifest.fusion.head is not None else []
+    kept += [f for head in manifest.fusion.named_heads().values() for f in head.models.values()]
     clash = sorted(own & _paths(kept))
     if clash:
         raise BundleError(f"overlay {root}: file {clash[0]} has the path of a base bundle file; overlay files need "

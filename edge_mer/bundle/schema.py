@@ -34,7 +34,9 @@ MAX_HALF_LIFE_S = 3600.0
 #: Encoder names appear in file names (engine caches, reports) and metric labels.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
-OutputKind = Literal["probs", "logits", "valence_arousal", "embedding"]
+#: ``multilabel``: independent sigmoid scores per label (never renormalised), with per-label ``thresholds``;
+#: ``embedding``: a ``[N, D]`` feature vector a fusion head may consume (``<encoder>.<output>`` head inputs).
+OutputKind = Literal["probs", "logits", "valence_arousal", "embedding", "multilabel"]
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -99,6 +101,8 @@ class TensorInfo:
     kind: OutputKind | None = None
     labels: tuple[str, ...] = ()
     description: str = ""
+    #: Per label of a ``multilabel`` output, the score at or above which the label is active (each in (0, 1)).
+    thresholds: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         require(bool(self.name), "tensor name must not be empty")
@@ -122,6 +126,25 @@ class TensorInfo:
                     f"output {self.name}: {len(self.labels)} labels for a last dimension of {last}")
         if self.kind == "valence_arousal":
             require(bool(self.shape) and self.shape[-1] == 2, f"output {self.name}: valence_arousal needs last dimension 2")
+        self._check_multilabel()
+        if self.kind == "embedding":
+            require(len(self.shape) == 2 and isinstance(self.shape[1], int),
+                    f"tensor {self.name}: an embedding is [batch, width] with a fixed width, got {list(self.shape)}")
+
+    def _check_multilabel(self) -> None:
+        if self.kind != "multilabel":
+            require(not self.thresholds, f"tensor {self.name}: thresholds are for kind multilabel, not {self.kind}")
+            return
+        last = self.shape[-1] if self.shape else None
+        require(len(self.labels) > 0 and (not isinstance(last, int) or last == len(self.labels)),
+                f"output {self.name}: kind multilabel needs one label per score ({len(self.labels)} labels "
+                f"for a last dimension of {last})")
+        require(len(set(self.labels)) == len(self.labels), f"output {self.name}: labels must be distinct")
+        require(len(self.thresholds) == len(self.labels),
+                f"output {self.name}: {len(self.thresholds)} thresholds for {len(self.labels)} labels")
+        for label, value in zip(self.labels, self.thresholds):
+            require(isinstance(value, (int, float)) and 0.0 < value < 1.0,
+                    f"output {self.name}: threshold of {label!r} must be in (0, 1), got {value!r}")
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -305,9 +328,20 @@ class FusionHead:
         _check_precisions(self.models, self.precisions, "fusion head models")
 
 
+#: The name of ``fusion.head`` when a manifest gives none (bundles made before heads had names).
+DEFAULT_HEAD_NAME = "stacked"
+MAX_HEADS = 16
+
+
 @dataclass(frozen=True)
 class FusionSpec:
-    """How the daemon fuses encoder results: the rule, per-encoder weights, smoothing."""
+    """How the daemon fuses encoder results: the rule, per-encoder weights, smoothing, the learned heads.
+
+    ``head`` is the default head (named ``head_name``) and ``heads`` the other
+    shipped heads by name; ``fusion.head`` of a run (``--fusion-head``) picks
+    one of :meth:`named_heads`. Each head's inputs say which encoder outputs it
+    consumes (:mod:`edge_mer.fusion.learned`).
+    """
 
     #: A name in :data:`edge_mer.fusion.registry.RULES`, checked when the fusion is built (and by ``info --bundle``).
     rule: str = "weighted_mean"
@@ -315,8 +349,22 @@ class FusionSpec:
     smoothing_half_life_s: float = 1.0
     head: FusionHead | None = None
     notes: str = ""
+    head_name: str = DEFAULT_HEAD_NAME
+    heads: dict[str, FusionHead] = field(default_factory=dict)
+
+    def named_heads(self) -> dict[str, FusionHead]:
+        """Every shipped head by name, the default first."""
+        return ({self.head_name: self.head} if self.head is not None else {}) | dict(self.heads)
 
     def __post_init__(self) -> None:
+        require(bool(_NAME.match(self.head_name)), f"head_name {_short(self.head_name)} must be 1..64 letters, "
+                "digits, '_', '.' or '-'")
+        require(len(self.heads) < MAX_HEADS, f"heads names {len(self.heads)} heads, expected at most {MAX_HEADS - 1}")
+        require(self.head is not None or not self.heads, "heads needs a default head in fusion.head")
+        require(self.head_name not in self.heads, f"heads.{self.head_name} repeats the default head's name")
+        for name in self.heads:
+            require(bool(_NAME.match(name)), f"heads: name {_short(name)} must be 1..64 letters, digits, '_', '.' "
+                    "or '-', not starting with '.' or '-'")
         for name, w in self.weights.items():
             require(0.0 <= w < math.inf, f"weights.{key_text(name)} must be a finite number >= 0, got {w}")
         require(0.0 <= self.smoothing_half_life_s <= MAX_HALF_LIFE_S,
@@ -357,6 +405,5 @@ class Manifest:
         """Every model file the manifest references (each entry lists its external-data files)."""
         entries = [f for e in self.encoders.values() for f in e.models.values()]
         entries += [f for d in self.detectors.values() for f in d.models.values()]
-        if self.fusion.head is not None:
-            entries += list(self.fusion.head.models.values())
+        entries += [f for h in self.fusion.named_heads().values() for f in h.models.values()]
         return entries

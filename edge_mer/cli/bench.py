@@ -1,4 +1,4 @@
-"""Benchmark encoders, the whole pipeline on a real-time replay, and the face path; print tables, write JSON.
+"""Benchmark encoders, fusion, the whole pipeline on a real-time replay and the face path; print tables, write JSON.
 
 Flags override the TOML file given with --config; each flag sets exactly one
 field of the benchmark configuration (shown in its help as [field]).
@@ -46,6 +46,7 @@ FLAGS: tuple[Flag, ...] = (
     ("--no-encoders", "encoders", "no", "skip the encoder sweep"),
     ("--no-pipeline", "pipeline", "no", "skip the pipeline replay"),
     ("--no-face-path", "face_path", "no", "skip the face path"),
+    ("--no-fusion", "fusion", "no", "skip the fusion rules and heads"),
     ("--json", "json", str, "write the results as JSON to this file (- for stdout)"),
     ("--markdown", "markdown", str, "write a Markdown summary to this file"),
 )

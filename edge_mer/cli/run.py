@@ -15,6 +15,7 @@ from typing import Any
 from edge_mer.backends.registry import BACKENDS
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.cli.flags import Flag, add_flags, config_from_flags
+from edge_mer.fusion.monte_carlo import MonteCarloOptions
 from edge_mer.fusion.registry import RULE_NAMES
 from edge_mer.fusion.reliability import CONFIDENCE_MEASURES, ReliabilityOptions
 from edge_mer.names import AUTO, PRECISIONS
@@ -25,6 +26,7 @@ from edge_mer.preprocess.face_detect import DETECTORS
 log = logging.getLogger(__name__)
 
 _RELIABILITY = ReliabilityOptions()  # its defaults, shown in the help
+_MONTE_CARLO = MonteCarloOptions()
 
 FLAGS: tuple[Flag, ...] = (
     ("--rate-hz", "rate_hz", float, "decisions per second (default 2)"),
@@ -64,6 +66,8 @@ FLAGS: tuple[Flag, ...] = (
     ("--board", "eeg.board.board", str, "BrainFlow board name or id (default SYNTHETIC_BOARD)"),
     ("--serial-port", "eeg.board.serial_port", str, "BrainFlow serial port (e.g. /dev/ttyUSB0 for a Cyton)"),
     ("--fusion-rule", "fusion.rule", str, f"one of {', '.join(RULE_NAMES)}"),
+    ("--fusion-head", "fusion.head", str,
+     "learned rule: the bundle's head to run (stacked, attention, transformer...; default: the bundle's default)"),
     ("--head-min-confidence", "fusion.learned.min_confidence", float,
      "learned head: a modality less confident is masked out before the head (default 0.1; 0 = off)"),
     ("--head-min-skill", "fusion.learned.min_skill", float,
@@ -81,6 +85,14 @@ FLAGS: tuple[Flag, ...] = (
      f"(default {_RELIABILITY.max_disagreement:g})"),
     ("--reliability-contradiction-factor", "fusion.reliability.contradiction_factor", float,
      f"reliability rule: a contradicting modality's weight factor (default {_RELIABILITY.contradiction_factor:g})"),
+    ("--mc-samples", "fusion.monte_carlo.samples", int,
+     f"monte_carlo rule: Dirichlet draws per tick (default {_MONTE_CARLO.samples})"),
+    ("--mc-seed", "fusion.monte_carlo.seed", int,
+     f"monte_carlo rule: random seed; the same seed replays the same decisions (default {_MONTE_CARLO.seed})"),
+    ("--mc-concentration", "fusion.monte_carlo.concentration", float,
+     f"monte_carlo rule: Dirichlet precision around each distribution (default {_MONTE_CARLO.concentration:g})"),
+    ("--mc-level", "fusion.monte_carlo.level", float,
+     f"monte_carlo rule: level of the reported probability interval (default {_MONTE_CARLO.level:g})"),
 )
 
 

@@ -22,12 +22,12 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from edge_mer.errors import ConfigError, InputError
-from edge_mer.results import ModalityResult
+from edge_mer.results import ModalityResult, Uncertainty
 
 if TYPE_CHECKING:
     from edge_mer.backends.options import BackendOptions
@@ -47,6 +47,26 @@ class FusionContext:
     bundle: Bundle | None = None
     precision: str = "auto"
     backend_options: BackendOptions | None = None
+    #: The shipped head a head-running rule uses (``fusion.head``); None: the bundle's default head.
+    head: str | None = None
+
+
+@runtime_checkable
+class ReportsUncertainty(Protocol):
+    """A probabilistic rule: how sure its last fused tick was (the decision's ``uncertainty``)."""
+
+    @property
+    def last_uncertainty(self) -> Uncertainty | None:
+        """The last tick's uncertainty; None when it fused nothing."""
+
+
+@runtime_checkable
+class ReportsLabelSet(Protocol):
+    """A rule whose head has a ``multilabel`` output: the labels active in its last tick (``labels_active``)."""
+
+    @property
+    def last_labels_active(self) -> dict[str, float] | None:
+        """``{label: score}`` of the labels at or above their thresholds; None for a head without one."""
 
 
 #: A valid result's probabilities may miss 1 by this much (float32 encoders); they are renormalised.

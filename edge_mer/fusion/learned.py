@@ -1,24 +1,16 @@
-"""The learned fusion head: an ONNX model over the encoders' probabilities, run by a Backend.
+"""The learned fusion heads: ONNX models over the encoders' probabilities and embeddings, run by a Backend.
 
-Input convention (checked when the head is built, :class:`BundleError` otherwise):
+A bundle ships one or more heads by name (``stacked``, ``attention``,
+``transformer``, ``compound``...; :meth:`FusionSpec.named_heads`); the run's
+``fusion.head`` (``--fusion-head``) picks one, the bundle's default otherwise.
+Their input and output convention (probabilities named after the encoder,
+embeddings named ``<encoder>.<output>``, the validity ``mask``, one fused
+distribution and optionally a ``multilabel`` output) is
+:mod:`edge_mer.fusion.head_layout`; it is checked when the head is built
+(:class:`BundleError` otherwise). Probabilities are fed as they are (not
+renormalised if the head uses only some of an encoder's labels).
 
-* One input per encoder the head uses, **named after the encoder** (a key of
-  the bundle's ``encoders``), declared with ``kind: "probs"`` and ``labels``:
-  canonical labels of that encoder (its ``label_map`` targets, e.g.
-  ``boredom`` for the EMO-DB speech encoder) in the order the head expects.
-  Shape ``[1, K]`` or ``[batch_axis, K]`` with ``K = len(labels)``, dtype
-  float32 or float16. It is fed the result's probabilities at those labels,
-  in that order, as they are (not renormalised if the head uses only some of
-  the encoder's labels), and zeros when the encoder has no valid result.
-* One input named ``mask`` (reserved: no encoder may be called that), shape
-  ``[1, M]`` or ``[batch_axis, M]``, float dtype, whose ``labels`` name the M
-  encoder inputs in mask order. It is fed 1.0 for an encoder whose result is
-  valid and weighted above 0 this tick, 0.0 otherwise.
-* Exactly one output of ``kind`` ``probs`` (or ``logits``, softmaxed here)
-  with shape ``[1, L]`` or ``[batch_axis, L]``; its ``labels`` are the fused
-  labels and must all have valence/arousal coordinates in the bundle.
-
-A manifest's head, for face and speech::
+A manifest's probability-only head, for face and speech::
 
     "inputs": [
       {"name": "face", "shape": [1, 7], "kind": "probs", "labels": ["angry", ..., "neutral"]},
@@ -69,10 +61,11 @@ from edge_mer.backends.registry import create_backend, resolve_backend_name
 from edge_mer.bundle.feeds import head_ranges
 from edge_mer.bundle.loader import Bundle
 from edge_mer.bundle.precision import resolve_precision
-from edge_mer.bundle.schema import FusionHead, TensorInfo
+from edge_mer.bundle.schema import FusionHead
 from edge_mer.errors import BackendError, BundleError, ConfigError, InputError
 from edge_mer.config import require
 from edge_mer.fusion.base import FusionContext, FusionRule, checked_probs
+from edge_mer.fusion.head_layout import MASK_INPUT, HeadLayout, head_layout
 from edge_mer.fusion.reliability import confidence
 from edge_mer.names import AUTO
 from edge_mer.numeric import softmax
@@ -80,8 +73,7 @@ from edge_mer.results import ModalityResult
 
 log = logging.getLogger(__name__)
 
-MASK_INPUT = "mask"
-_FLOAT_DTYPES = ("float32", "float16")
+__all__ = ["MASK_INPUT", "HeadLayout", "LearnedHead", "LearnedOptions", "head_layout", "shipped_head"]
 
 
 @dataclass(frozen=True)
@@ -105,71 +97,27 @@ class LearnedOptions:
                 f"single_passthrough must be true or false, got {self.single_passthrough!r}")
 
 
-@dataclass(frozen=True)
-class HeadLayout:
-    """The head's tensors, checked against the input convention."""
-
-    encoders: tuple[TensorInfo, ...]
-    mask: TensorInfo
-    output: TensorInfo
-
-
-def _check_matrix(tensor: TensorInfo, width: int, what: str) -> None:
-    shape = tensor.shape
-    if len(shape) != 2 or not (shape[0] == 1 or isinstance(shape[0], str)) or shape[1] != width:
-        raise BundleError(f"fusion head {what} {tensor.name!r} has shape {list(shape)}, expected [1, {width}]")
-    if what != "output" and tensor.dtype not in _FLOAT_DTYPES:
-        raise BundleError(f"fusion head input {tensor.name!r} is {tensor.dtype}, expected float32 or float16")
+def shipped_head(bundle: Bundle, name: str | None) -> tuple[str, FusionHead]:
+    """The bundle's head called ``name`` (None: its default head), with its name; one-line errors otherwise."""
+    heads = bundle.manifest.fusion.named_heads()
+    if not heads:
+        raise BundleError(f"bundle {bundle.manifest.name} has no fusion head")
+    chosen = bundle.manifest.fusion.head_name if name is None else name
+    if chosen not in heads:
+        raise ConfigError(f"fusion head {chosen!r} is not in bundle {bundle.manifest.name} "
+                          f"(it ships: {', '.join(heads)})")
+    return chosen, heads[chosen]
 
 
-def _check_encoder_input(bundle: Bundle, tensor: TensorInfo) -> None:
-    encoders = bundle.manifest.encoders
-    if tensor.name not in encoders:
-        raise BundleError(f"fusion head input {tensor.name!r} names no encoder "
-                          f"(encoders: {', '.join(encoders)}; the validity mask input is {MASK_INPUT!r})")
-    if tensor.kind != "probs" or not tensor.labels:
-        raise BundleError(f"fusion head input {tensor.name!r} needs kind 'probs' and the labels it expects")
-    have = set(encoders[tensor.name].label_map.values())
-    unknown = [label for label in tensor.labels if label not in have]
-    if unknown or len(set(tensor.labels)) != len(tensor.labels):
-        raise BundleError(f"fusion head input {tensor.name!r}: labels {list(tensor.labels)} must be distinct "
-                          f"labels of encoder {tensor.name} ({', '.join(sorted(have))})")
-    _check_matrix(tensor, len(tensor.labels), "input")
-
-
-def head_layout(bundle: Bundle, head: FusionHead) -> HeadLayout:
-    """Check ``head``'s declared tensors against the input convention of this module."""
-    if MASK_INPUT in bundle.manifest.encoders:
-        raise BundleError(f"encoder name {MASK_INPUT!r} collides with the fusion head's mask input")
-    by_name = {t.name: t for t in head.inputs}
-    mask = by_name.get(MASK_INPUT)
-    if mask is None:
-        raise BundleError(f"fusion head needs an input named {MASK_INPUT!r} (the validity mask)")
-    encoders = tuple(t for t in head.inputs if t.name != MASK_INPUT)
-    if not encoders:
-        raise BundleError("fusion head needs at least one encoder input besides the mask")
-    for tensor in encoders:
-        _check_encoder_input(bundle, tensor)
-    if len(mask.labels) != len(set(mask.labels)) or set(mask.labels) != {t.name for t in encoders}:
-        raise BundleError(f"fusion head mask labels {list(mask.labels)} must name each encoder input once "
-                          f"({', '.join(t.name for t in encoders)})")
-    _check_matrix(mask, len(mask.labels), "input")
-    outputs = [t for t in head.outputs if t.kind in ("probs", "logits")]
-    if len(outputs) != 1:
-        raise BundleError(f"fusion head needs exactly one output of kind probs or logits, has {len(outputs)}")
-    output = outputs[0]
-    _check_matrix(output, len(output.labels), "output")
-    coords = bundle.manifest.affect.valence_arousal
-    missing = [label for label in output.labels if label not in coords]
-    if missing:
-        raise BundleError(f"fusion head output label {missing[0]!r} has no affect.valence_arousal coordinates")
-    return HeadLayout(encoders, mask, output)
+#: What a present encoder gives the head: its checked probabilities and its embedding outputs.
+_Evidence = tuple[dict[str, float], Mapping[str, np.ndarray]]
 
 
 class LearnedHead(FusionRule):
-    """Fusion by the bundle's learned head; see the module docstring for its input convention.
+    """Fusion by one of the bundle's learned heads; see the module docstring for its input convention.
 
-    ``head`` defaults to the bundle's ``fusion.head``; ``precision`` ``auto``
+    ``head_name`` picks a shipped head (None: the bundle's default); ``head``
+    passes a :class:`FusionHead` directly instead. ``precision`` ``auto``
     is resolved from the head's gate results exactly as for encoders
     (:func:`~edge_mer.bundle.precision.resolve_precision`). The backend session
     is created and loaded here, so a head that does not fit the convention or
@@ -179,16 +127,18 @@ class LearnedHead(FusionRule):
     name = "learned"
 
     def __init__(self, bundle: Bundle, head: FusionHead | None = None, precision: str = AUTO,
-                 backend_options: BackendOptions | None = None, options: LearnedOptions | None = None) -> None:
+                 backend_options: BackendOptions | None = None, options: LearnedOptions | None = None,
+                 head_name: str | None = None) -> None:
         super().__init__()
         self.options = options if options is not None else LearnedOptions()
-        head = head if head is not None else bundle.manifest.fusion.head
         if head is None:
-            raise BundleError(f"bundle {bundle.manifest.name} has no fusion head")
+            head_name, head = shipped_head(bundle, head_name)
+        self.head_name = head_name or bundle.manifest.fusion.head_name
         self.layout = head_layout(bundle, head)
         options = backend_options or BackendOptions()
-        self.precision = resolve_precision("fusion_head", head, precision, resolve_backend_name(options.name))
-        ref = dataclasses.replace(bundle.head_ref(head, self.precision), dim_ranges=head_ranges(head))
+        self.precision = resolve_precision(f"fusion head {self.head_name}", head, precision,
+                                           resolve_backend_name(options.name))
+        ref = dataclasses.replace(bundle.head_ref(head, self.precision, head_name), dim_ranges=head_ranges(head))
         self._backend = create_backend(ref, backend_options).load()
         declared = sorted(t.name for t in head.inputs)
         actual = sorted(s.name for s in self._backend.input_specs)
@@ -196,6 +146,8 @@ class LearnedHead(FusionRule):
             self._backend.close()
             raise BundleError(f"fusion head model has inputs {actual}, the manifest declares {declared}")
         self._inputs = {t.name: t for t in self.layout.encoders}
+        self._read = set(self.layout.read_encoders)
+        self._active: dict[str, float] | None = None if self.layout.multilabel is None else {}
 
     @classmethod
     def build(cls, context: FusionContext, **options: Any) -> LearnedHead:
@@ -205,50 +157,83 @@ class LearnedHead(FusionRule):
             checked = LearnedOptions(**options)
         except (TypeError, ConfigError) as exc:  # an unknown option, or a value out of range
             raise ConfigError(f"fusion rule {cls.name!r}: {exc}") from None
-        return cls(context.bundle, None, context.precision, context.backend_options, checked)
+        return cls(context.bundle, None, context.precision, context.backend_options, checked, context.head)
 
     @property
     def labels(self) -> tuple[str, ...]:
         """The fused labels, in the head's output order."""
         return self.layout.output.labels
 
+    @property
+    def last_labels_active(self) -> dict[str, float] | None:
+        """The last tick's ``{label: score}`` at or above threshold (empty when it fused nothing);
+        None for a head without a multilabel output."""
+        return None if self._active is None else dict(self._active)
+
     def fuse(self, results: Sequence[ModalityResult], weights: Mapping[str, float]) -> dict[str, float] | None:
+        if self._active is not None:
+            self._active = {}
         present = self._checked(self._present(results, weights))
         if not present:
             log.debug("learned fusion: no valid result with positive weight among %d", len(results))
             return None
-        if len(present) == 1 and self.options.single_passthrough:
-            return dict(next(iter(present.values())))
+        passthrough = len(present) == 1 and self.options.single_passthrough
+        if passthrough and self.layout.multilabel is None:
+            return dict(next(iter(present.values()))[0])
+        outputs = self._backend.infer(self._feeds(present))
+        if self.layout.multilabel is not None:
+            self._active = self._label_set(outputs[self.layout.multilabel.name])
+        if passthrough:  # the multilabel output still comes from the head; the distribution is the modality's
+            return dict(next(iter(present.values()))[0])
+        return dict(zip(self.labels, self._distribution(outputs[self.layout.output.name])))
+
+    def _feeds(self, present: Mapping[str, _Evidence]) -> dict[str, np.ndarray]:
         feeds = {}
         for name, tensor in self._inputs.items():
-            probs = present.get(name, {})
+            probs = present[name][0] if name in present else {}
             feeds[name] = np.array([[probs.get(label, 0.0) for label in tensor.labels]], dtype=tensor.np_dtype)
+        for item in self.layout.embeddings:
+            width = int(item.tensor.shape[-1])
+            vector = present[item.encoder][1].get(item.output) if item.encoder in present else None
+            if vector is not None and np.shape(vector) != (width,):
+                raise InputError(f"encoder {item.encoder!r}: embedding {item.output!r} has shape "
+                                 f"{list(np.shape(vector))}, the head expects [{width}]")
+            row = np.zeros(width) if vector is None else vector
+            feeds[item.tensor.name] = np.asarray(row, dtype=item.tensor.np_dtype).reshape(1, width)
         mask = self.layout.mask
         feeds[mask.name] = np.array([[1.0 if name in present else 0.0 for name in mask.labels]],
                                     dtype=mask.np_dtype)
-        out = self._backend.infer(feeds)[self.layout.output.name]
-        return dict(zip(self.labels, self._distribution(out)))
+        return feeds
 
-    def _present(self, results: Sequence[ModalityResult], weights: Mapping[str, float]) -> dict[str, dict[str, float]]:
-        present: dict[str, dict[str, float]] = {}
+    def _label_set(self, scores: np.ndarray) -> dict[str, float]:
+        tensor = self.layout.multilabel
+        vector = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if tensor is None or vector.shape[0] != len(tensor.labels) or not np.isfinite(vector).all() \
+                or (vector < 0).any() or (vector > 1).any():
+            raise BackendError(f"fusion head multilabel output is not one score in [0, 1] per label: "
+                               f"{vector.tolist()[:16]}")
+        return {label: float(v) for label, v, t in zip(tensor.labels, vector, tensor.thresholds) if v >= t}
+
+    def _present(self, results: Sequence[ModalityResult], weights: Mapping[str, float]) -> dict[str, _Evidence]:
+        present: dict[str, _Evidence] = {}
         for result, w in zip(results, self.resolve_weights(results, weights)):
             # Weights are the encoders' skills: a skill below min_skill is masked like an invalid result.
             if not (result.valid and w > 0) or (weights and w < self.options.min_skill):
                 continue
-            if result.encoder not in self._inputs:
+            if result.encoder not in self._read:
                 if result.encoder not in self._warned:
                     self._warned.add(result.encoder)
                     log.warning("fusion head has no input for encoder %r; it is left out", result.encoder)
                 continue
             if result.encoder in present:
                 raise InputError(f"two results for encoder {result.encoder!r} in one fusion tick")
-            present[result.encoder] = checked_probs(result)
+            present[result.encoder] = (checked_probs(result), result.embeddings)
         return present
 
-    def _checked(self, present: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    def _checked(self, present: dict[str, _Evidence]) -> dict[str, _Evidence]:
         """``present`` without the uninformative results (all of them when none is informative)."""
         threshold = self.options.min_confidence
-        kept = {name: probs for name, probs in present.items() if confidence(list(probs.values())) >= threshold}
+        kept = {name: item for name, item in present.items() if confidence(list(item[0].values())) >= threshold}
         for name in set(present) - set(kept):
             log.debug("learned fusion: %s is uninformative this tick; masked out", name)
         return kept or present

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from edge_mer.errors import ConfigError
 from edge_mer.fusion.base import FusionContext, FusionRule
 from edge_mer.fusion.learned import LearnedHead
+from edge_mer.fusion.monte_carlo import MonteCarloRule
 from edge_mer.fusion.reliability import ReliabilityRule
 from edge_mer.fusion.rules import LogLinear, WeightedMean
 from edge_mer.names import AUTO
@@ -24,6 +25,7 @@ RULES: dict[str, type[FusionRule]] = {
     LogLinear.name: LogLinear,
     LearnedHead.name: LearnedHead,
     ReliabilityRule.name: ReliabilityRule,
+    MonteCarloRule.name: MonteCarloRule,
 }
 RULE_NAMES: tuple[str, ...] = tuple(RULES)
 
@@ -37,10 +39,12 @@ def rule_class(name: str) -> type[FusionRule]:
 
 
 def create_rule(name: str, *, bundle: Bundle | None = None, precision: str = AUTO,
-                backend_options: BackendOptions | None = None, **options: Any) -> FusionRule:
+                backend_options: BackendOptions | None = None, head: str | None = None, **options: Any) -> FusionRule:
     """The rule registered as ``name``, built for a run on ``bundle`` (``precision`` may be ``auto``).
+
+    ``head`` names one of the bundle's shipped heads for ``learned`` (None: the bundle's default head).
 
     ``options`` go to the rule itself (``eps`` for ``log_linear``); the
     arithmetic rules ignore the bundle arguments.
     """
-    return rule_class(name).build(FusionContext(bundle, precision, backend_options), **options)
+    return rule_class(name).build(FusionContext(bundle, precision, backend_options, head), **options)

@@ -15,6 +15,7 @@ from edge_mer.bundle.loader import Bundle
 from edge_mer.bundle.precision import resolve_precision
 from edge_mer.errors import ConfigError
 from edge_mer.fusion.base import FusionRule
+from edge_mer.fusion.learned import LearnedHead
 from edge_mer.fusion.registry import create_rule
 from edge_mer.fusion.smoothing import EmaSmoother
 from edge_mer.names import Modality
@@ -65,8 +66,12 @@ def build_fusion(config: RunConfig, bundle: Bundle, encoders: list[str]) -> tupl
     if resolved and not any(w > 0 for w in resolved.values()):
         raise ConfigError(f"fusion weights give every encoder of this run ({', '.join(encoders)}) weight 0, so no "
                           "decision could use any evidence; expected at least one weight > 0")
+    head = config.fusion.head
+    if head is not None and rule_name != LearnedHead.name:
+        raise ConfigError(f"fusion.head {head!r} is run by the fusion rule {LearnedHead.name!r}, but the rule is "
+                          f"{rule_name!r}; drop fusion.head or set fusion.rule = {LearnedHead.name!r}")
     rule = create_rule(rule_name, bundle=bundle, precision=config.precision, backend_options=config.backend,
-                       **config.fusion.rule_options(rule_name))
+                       head=head, **config.fusion.rule_options(rule_name))
     half_life = spec.smoothing_half_life_s if config.fusion.half_life_s is None else config.fusion.half_life_s
     return rule, resolved, EmaSmoother(half_life)
 

@@ -10,6 +10,7 @@ contain it.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import deque
@@ -148,5 +149,4 @@ class FaceRunner(ModalityRunner):
         faces, self._faces = self._faces, ()
         if not faces:
             return result
-        return ModalityResult(result.modality, result.encoder, result.valid, result.reason, result.probs,
-                              result.latency_ms, result.newest_t_ns, result.code, faces)
+        return dataclasses.replace(result, faces=faces)

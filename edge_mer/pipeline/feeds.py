@@ -60,7 +60,7 @@ def bundle_refs(bundle: Bundle, config: RunConfig, encoders: Sequence[str] | Non
     """Every model of ``bundle`` at every precision it ships, with the feed ranges a run of ``config`` uses.
 
     ``encoders`` limits the encoders (None: all); the detectors and the fusion
-    head are always included.  ``export --engines`` builds these, so the
+    heads are always included.  ``export --engines`` builds these, so the
     engines it caches are the ones a run with ``config`` looks up.
     """
     for name, spec in bundle.manifest.encoders.items():
@@ -71,7 +71,6 @@ def bundle_refs(bundle: Bundle, config: RunConfig, encoders: Sequence[str] | Non
     for name, det in bundle.manifest.detectors.items():
         for precision in det.models:
             yield dataclasses.replace(bundle.detector_ref(name, precision), dim_ranges=detector_ranges(det))
-    head = bundle.manifest.fusion.head
-    if head is not None:
+    for head_name, head in bundle.manifest.fusion.named_heads().items():
         for precision in head.models:
-            yield dataclasses.replace(bundle.head_ref(head, precision), dim_ranges=head_ranges(head))
+            yield dataclasses.replace(bundle.head_ref(head, precision, head_name), dim_ranges=head_ranges(head))

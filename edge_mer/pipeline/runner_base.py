@@ -73,6 +73,9 @@ class ModalityRunner:
             raise ValueError(f"encoder {name} has no probs/logits output")  # bundle validation prevents this
         self._output = out
         self._input_name = spec.inputs[0].name
+        #: The encoder's embedding outputs (name, width): appended to each evidence row after the class scores.
+        self._embeddings = tuple((o.name, int(o.shape[-1])) for o in spec.outputs if o.kind == "embedding")
+        self.class_width = len(spec.labels)
 
     def close(self) -> None:
         """Release the encoder's backend (and anything else the runner loaded)."""
@@ -89,15 +92,34 @@ class ModalityRunner:
         """Work to do as soon as ``chunk`` is in the buffer (source thread); nothing by default."""
 
     def _evidence(self, now_ns: int, newest_ns: int) -> tuple[np.ndarray | Invalid, int]:
-        """Class probabilities ``[n, classes]`` (float64) for the window ending at ``now_ns``, or why none,
-        with the time of the newest sample they rest on (``newest_ns``: the buffer's newest)."""
+        """Evidence rows ``[n, classes + embedding widths]`` (float64; :meth:`_infer`) for the window ending
+        at ``now_ns``, or why none, with the time of the newest sample they rest on (``newest_ns``: the
+        buffer's newest)."""
         features = self._features(now_ns)
         return (features if isinstance(features, Invalid) else self._infer(features)), newest_ns
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """Evidence rows: the calibrated class probabilities ``[n, classes]``, then each embedding output.
+
+        Embeddings ride in the same rows so that whatever averages or caches
+        probability rows (frames of a window, the EEG hop) treats them alike;
+        :meth:`canonical` reads the first :attr:`class_width` columns.
+        """
         started = time.perf_counter_ns()
-        outputs = self.backend.infer({self._input_name: batch})[self._output.name]
+        outputs = self.backend.infer({self._input_name: batch})
         self.timings.add(f"encoder.{self.name}", (time.perf_counter_ns() - started) / 1e6)
+        probs = self._probs(outputs[self._output.name])
+        if not self._embeddings:
+            return probs
+        parts = [probs]
+        for name, width in self._embeddings:
+            vector = np.asarray(outputs[name], dtype=np.float64).reshape(len(probs), -1)
+            if vector.shape[1] != width or not np.isfinite(vector).all():
+                raise BackendError(f"encoder {self.name!r}: embedding {name!r} is not {width} finite values per row")
+            parts.append(vector)
+        return np.concatenate(parts, axis=1)
+
+    def _probs(self, outputs: np.ndarray) -> np.ndarray:
         probs = np.asarray(softmax(outputs) if self._output.kind == "logits" else outputs, dtype=np.float64)
         if not np.isfinite(probs).all() or (probs < 0).any() or not (probs.sum(axis=-1) > 0).all():
             # A model that emits NaN/Inf or no probability mass: this window is invalid, not the daemon.
@@ -124,12 +146,20 @@ class ModalityRunner:
             return self._finish(ModalityResult.invalid(self.modality, self.name, evidence.code, evidence.reason,
                                                        latency_ms, newest))
         return self._finish(ModalityResult(self.modality, self.name, True, None, self.canonical(evidence),
-                                           latency_ms, newest))
+                                           latency_ms, newest, embeddings=self.embedding_means(evidence)))
 
     def canonical(self, rows: np.ndarray) -> dict[str, float]:
-        """Rows of encoder probabilities (several frames or windows) averaged, on canonical labels."""
-        mean = rows.mean(axis=0)
+        """Evidence rows (several frames or windows) averaged, on canonical labels."""
+        mean = rows[:, :self.class_width].mean(axis=0)
         return to_canonical(mean / mean.sum(), self.spec.labels, self.spec.label_map)
+
+    def embedding_means(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Each embedding output averaged over the evidence rows, as float32 vectors."""
+        out, start = {}, self.class_width
+        for name, width in self._embeddings:
+            out[name] = rows[:, start:start + width].mean(axis=0).astype(np.float32)
+            start += width
+        return out
 
     def _finish(self, result: ModalityResult) -> ModalityResult:
         """``result`` with whatever else this runner reports beside it (per-face evidence); as is by default."""

@@ -11,7 +11,7 @@ from edge_mer.bundle.labels import CANONICAL_LABELS
 from edge_mer.bundle.schema import AffectSpace
 from edge_mer.errors import EdgeMerError
 from edge_mer.fusion.affect import valence_arousal
-from edge_mer.fusion.base import FusionRule
+from edge_mer.fusion.base import FusionRule, ReportsLabelSet, ReportsUncertainty
 from edge_mer.fusion.reliability import ReportsWeights
 from edge_mer.fusion.smoothing import EmaSmoother
 from edge_mer.names import NO_EVIDENCE, ReasonCode
@@ -110,6 +110,9 @@ class Scheduler:
             fused = self._fuse(results)
             # A rule whose weights change per tick says what each encoder weighed (the decision's fusion_weights).
             fusion_weights = dict(self.rule.last_weights) if fused and isinstance(self.rule, ReportsWeights) else {}
+            uncertainty = self.rule.last_uncertainty if fused and isinstance(self.rule, ReportsUncertainty) else None
+            # A multilabel head reports its label set every tick (empty without evidence); it is not smoothed.
+            active = self.rule.last_labels_active if isinstance(self.rule, ReportsLabelSet) else None
             probs = self.smoother.update(fused, t)
             label = None
             if probs is None:
@@ -125,7 +128,7 @@ class Scheduler:
         latency_ms = (time.perf_counter() - started) * 1e3
         self.timings.add("tick", latency_ms)
         return Decision(t, label or max(probs, key=probs.get), probs, valence, arousal, tuple(results), latency_ms,
-                        faces, fusion_weights)
+                        faces, fusion_weights, uncertainty, active)
 
     def _faces(self, results: Sequence[ModalityResult]) -> tuple[FaceResult, ...]:
         """Every tracked face of this tick, each valid one with its own valence/arousal."""

@@ -61,7 +61,8 @@ def report(full_run) -> dict[str, Any]:
 
 
 def test_json_has_the_required_keys(report: dict[str, Any]) -> None:
-    assert {"host", "bundle", "config", "encoders", "pipeline", "face_path"} <= set(report)
+    assert {"host", "bundle", "config", "encoders", "pipeline", "face_path", "fusion_rules",
+            "fusion_heads"} <= set(report)
     host = report["host"]
     assert host["backend"] == "onnxruntime" and host["cores_available"] >= 1 and host["cpu_model"]
     assert host["packages"]["onnxruntime"] and host["packages"]["numpy"]
@@ -150,6 +151,7 @@ def test_terminal_tables_and_markdown_file(full_run, report: dict[str, Any]) -> 
     assert markdown.startswith("# edge-mer bench")
     assert "| stage | p50 ms | p99 ms | n |" in markdown
     assert "| edge-mer |" in markdown and "| face | fp32 |" in markdown
+    assert "| monte_carlo |" in markdown and "| stacked | fp32 |" in markdown
 
 
 def test_json_to_stdout_and_int8_of_every_encoder(tmp_path: Path) -> None:
@@ -169,7 +171,7 @@ def test_json_to_stdout_and_int8_of_every_encoder(tmp_path: Path) -> None:
     (["--face-video", "/nonexistent.mp4", "--no-pipeline", "--no-encoders"],
      "face_video /nonexistent.mp4 does not exist; expected a video file"),
     (["--session", "/nonexistent"], "session directory /nonexistent does not exist"),
-    (["--no-encoders", "--no-pipeline", "--no-face-path"], "nothing to measure"),
+    (["--no-encoders", "--no-pipeline", "--no-face-path", "--no-fusion"], "nothing to measure"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     out = tmp_path / "never.json"

@@ -40,7 +40,7 @@ def _pipeline(seed: int, power: dict[str, Any], *, align: bool, detector: str) -
 
 @pytest.fixture(scope="module")
 def result() -> dict[str, Any]:
-    out = run_bench(BenchConfig(pipeline=False, compare=True, iterations=10, warmup=1, batch=2,
+    out = run_bench(BenchConfig(pipeline=False, fusion=False, compare=True, iterations=10, warmup=1, batch=2,
                                 precisions=("fp32", "fp16", "int8"), face_frames=8))
     out["pipeline"] = _pipeline(0, {"source": None, "reason": "tegrastats not found; no RAPL"}, align=True,
                                 detector="haar, detect_width 320, tracking on")

@@ -273,3 +273,34 @@ def test_int8_keep_float_leaves_those_convs_unquantized(conv: tuple, tmp_path: P
     assert by_name["conv1"].input[0] == "x" and by_name["conv1"].input[1] == "W1"
     assert producers[by_name["conv2"].input[0]].op_type == "DequantizeLinear"
     assert agreement(src, dst, feeds) >= 0.9
+
+
+def shared_input_model(path: Path) -> Path:
+    """[N,3,16,16]: the input feeds a Conv and, beside it, parameter-free statistics (ReduceMean, Sub)."""
+    inits = _inits(np.random.default_rng(3), {"W": (3, 3, 3, 3), "B": (3,), "G": (4, 3), "GB": (4,)})
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("ReduceMean", ["x"], ["mean"], name="stats_mean", axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Sub", ["x", "mean"], ["centred"], name="stats_centre"),
+        helper.make_node("Add", ["c", "centred"], ["s"], name="join"),
+        helper.make_node("GlobalAveragePool", ["s"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "G", "GB"], ["logits"], name="head", transB=1),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=1),
+    ]
+    return _save(path, nodes, "shared_input", ["N", 3, 16, 16], ["N", 4], inits)
+
+
+def test_int8_unquantized_readers_of_a_quantized_input_read_it_in_float(tmp_path: Path) -> None:
+    """ORT shares one Q/DQ pair among all readers of a graph input; ReduceMean and Sub read the float input."""
+    src = shared_input_model(tmp_path / "shared.onnx")
+    images = smooth_images(24, seed=4)
+    feeds = [{"x": images[i:i + 8]} for i in range(0, 24, 8)]
+    dst = make_int8(src, tmp_path / "shared.int8.onnx", lambda: ListReader(feeds))
+    assert lint_qdq(dst) == []
+    model = onnx.load(str(dst))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    by_name = {n.name: n for n in model.graph.node}
+    assert by_name["stats_mean"].input[0] == "x" and by_name["stats_centre"].input[0] == "x"
+    assert producers[by_name["conv"].input[0]].op_type == "DequantizeLinear"
+    assert agreement(src, dst, feeds) >= 0.9

@@ -1,4 +1,7 @@
-"""The fusion-head data reader (edge_mer_calibration.head): the .npz format, bounds and one-line refusals."""
+"""The fusion-head data reader (edge_mer_calibration.head): the .npz format, bounds and one-line refusals.
+
+Also files serving several heads: embedding inputs, label sets, arrays another head declares, mask column names.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attention_models import ATTENTION_INPUTS, SETS_OUTPUT, SPEECH_EMBEDDING, multi_head_rows
 from edge_mer.errors import InputError
 from edge_mer_calibration.head import MAX_ROWS, read_head_npz
 from export_models import HEAD_INPUTS, HEAD_LABELS, head_rows, write_claimed_npz, write_head_npz
@@ -136,3 +140,94 @@ def test_truncated_array_data_and_fortran_order(tmp_path: Path) -> None:
     np.savez(tmp_path / "f.npz", **rows)
     with pytest.raises(InputError, match="Fortran-ordered"):
         _read(tmp_path / "f.npz")
+
+
+# --- files that serve several heads: embeddings, label sets, arrays of other heads, mask column names ---
+
+
+def test_one_file_serves_heads_that_read_different_arrays(tmp_path: Path) -> None:
+    rows = multi_head_rows(40, seed=7)
+    path = write_head_npz(tmp_path / "all.npz", rows)
+    stacked = _read(path, shared=[SPEECH_EMBEDDING, "label_sets"])
+    assert set(stacked.arrays) == {"face", "speech", "mask"} and stacked.label_sets is None
+    attention = read_head_npz(path, ATTENTION_INPUTS, HEAD_LABELS, shared=["speech", "label_sets"])
+    assert attention.arrays[SPEECH_EMBEDDING].shape == (40, 128)
+    compound = _read(path, multilabel=SETS_OUTPUT, need_label_sets=True, shared=[SPEECH_EMBEDDING])
+    np.testing.assert_array_equal(compound.label_sets, rows["label_sets"])
+    assert compound.subset([2, 0]).label_sets.tolist() == [rows["label_sets"][2].tolist(),
+                                                           rows["label_sets"][0].tolist()]
+    with pytest.raises(InputError, match="unexpected array 'speech.embedding.npy'"):
+        _read(path, shared=["label_sets"])  # an array no shipped head declares is still refused
+
+
+def _multi_edit(rows: dict[str, np.ndarray], case: str) -> dict[str, np.ndarray]:
+    if case == "label sets not 0/1":
+        rows["label_sets"][1, 2] = 0.5
+    elif case == "label sets width":
+        rows["label_sets"] = rows["label_sets"][:, :3]
+    elif case == "label sets missing":
+        del rows["label_sets"]
+    elif case == "masked embedding not zero":
+        i = int(np.flatnonzero(rows["mask"][:, 1] == 0)[0])
+        rows[SPEECH_EMBEDDING][i, 5] = 0.2
+    elif case == "embedding nan":
+        rows[SPEECH_EMBEDDING][0, 0] = np.inf
+    return rows
+
+
+MULTI_CASES = {
+    "label sets not 0/1": "label_sets values must be 0 or 1",
+    "label sets width": "label_sets has shape [30, 3], expected [rows, 4] (one 0/1 column per label of output 'sets'",
+    "label sets missing": "lacks array 'label_sets'",
+    "masked embedding not zero": "input 'speech.embedding' row",
+    "embedding nan": "input 'speech.embedding' has NaN or infinite values",
+}
+
+
+@pytest.mark.parametrize("case", MULTI_CASES)
+def test_malformed_label_sets_and_embeddings_are_one_line_input_errors(tmp_path: Path, case: str) -> None:
+    rows = _multi_edit({k: v.copy() for k, v in multi_head_rows(30, seed=8).items()}, case)
+    path = write_head_npz(tmp_path / "bad.npz", rows)
+    with pytest.raises(InputError) as caught:
+        if "label sets" in case:
+            _read(path, multilabel=SETS_OUTPUT, need_label_sets=True, shared=[SPEECH_EMBEDDING])
+        else:
+            read_head_npz(path, ATTENTION_INPUTS, HEAD_LABELS, shared=["speech", "label_sets"])
+    message = str(caught.value)
+    assert MULTI_CASES[case] in message and "\n" not in message and str(path) in message
+
+
+def test_embeddings_need_not_be_probabilities(tmp_path: Path) -> None:
+    rows = multi_head_rows(20, seed=9)
+    rows[SPEECH_EMBEDDING] = rows[SPEECH_EMBEDDING] * 5.0  # values well outside [0, 1], rows summing past 1
+    data = read_head_npz(write_head_npz(tmp_path / "e.npz", rows), ATTENTION_INPUTS, HEAD_LABELS,
+                         shared=["speech", "label_sets"])
+    assert float(np.abs(data.arrays[SPEECH_EMBEDDING]).max()) > 1.0
+
+
+def test_mask_labels_pick_each_heads_columns(tmp_path: Path) -> None:
+    rows = head_rows(30, seed=10)
+    # The file's mask has three columns (speech, an unused eeg, face) named by mask_labels.
+    eeg = np.zeros((30, 1), np.float32)
+    eeg[:5] = 1.0
+    rows["mask"] = np.concatenate([rows["mask"][:, 1:2], eeg, rows["mask"][:, :1]], axis=1)
+    rows["mask_labels"] = np.array(["speech", "eeg", "face"])
+    data = _read(write_head_npz(tmp_path / "m.npz", rows), need_mask_labels=True)
+    np.testing.assert_array_equal(data.arrays["mask"], head_rows(30, seed=10)["mask"])
+    del rows["mask_labels"]
+    with pytest.raises(InputError, match="lacks array 'mask_labels'; the heads it serves order their masks "
+                                         "differently"):
+        _read(write_head_npz(tmp_path / "n.npz", rows), need_mask_labels=True)
+
+
+def test_rows_with_none_of_a_heads_encoders_are_left_out_for_it(tmp_path: Path) -> None:
+    rows = head_rows(12, seed=11)
+    rows["face"][:3], rows["speech"][:3] = 0.0, 0.0  # rows 0-2: only the eeg is valid
+    rows["mask"] = np.concatenate([rows["mask"], np.zeros((12, 1), np.float32)], axis=1)
+    rows["mask"][:3] = [0.0, 0.0, 1.0]
+    rows["mask_labels"] = np.array(["face", "speech", "eeg"])
+    data = _read(write_head_npz(tmp_path / "few.npz", rows))
+    assert len(data) == 9 and data.labels == tuple(rows["labels"][3:].tolist())
+    rows["mask_labels"] = np.array(["face", "speech", "face"])
+    with pytest.raises(InputError, match="mask_labels .* must name each of the 3 mask columns once"):
+        _read(write_head_npz(tmp_path / "dup.npz", rows))

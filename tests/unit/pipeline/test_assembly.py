@@ -58,7 +58,7 @@ def test_runners_are_built_from_the_registry() -> None:
 
 
 def test_fusion_rules_come_from_one_registry() -> None:
-    assert RULE_NAMES == ("weighted_mean", "log_linear", "learned", "reliability")
+    assert RULE_NAMES == ("weighted_mean", "log_linear", "learned", "reliability", "monte_carlo")
     assert RULES["weighted_mean"] is WeightedMean and RULES["log_linear"] is LogLinear
     assert RULES["learned"] is LearnedHead and rule_class("learned") is LearnedHead
     bundle = load_bundle(default_bundle_path())
@@ -66,5 +66,6 @@ def test_fusion_rules_come_from_one_registry() -> None:
     rule, weights, _ = build_fusion(config, bundle, ["face", "speech"])
     assert isinstance(rule, LogLinear) and weights == {"face": 2.0, "speech": 0.0}
     with pytest.raises(ConfigError,
-                       match="fusion: rule must be one of weighted_mean, log_linear, learned, reliability, got 'median'"):
+                       match="fusion: rule must be one of weighted_mean, log_linear, learned, reliability, monte_carlo, "
+                             "got 'median'"):
         from_dict(RunConfig, {"fusion": {"rule": "median"}})

@@ -35,7 +35,7 @@ def _bundle_with_temperature(root: Path, temperature: float | None) -> Path:
 def _eeg_probs(bundle_root: Path, features: np.ndarray) -> np.ndarray:
     runner = build_runner("eeg", RunConfig(), load_bundle(bundle_root), StreamInfo("eeg", 250.0, CHANNELS))
     try:
-        return runner._infer(features)
+        return runner._infer(features)[:, :runner.class_width]  # the rows carry the embedding after the probabilities
     finally:
         runner.close()
 
