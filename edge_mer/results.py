@@ -120,12 +120,14 @@ class ModalityResult:
 
 @dataclass(frozen=True)
 class Uncertainty:
-    """How sure a probabilistic fusion (``monte_carlo``) is of one tick's label.
+    """How sure a probabilistic fusion (``monte_carlo``) is of one tick's fused label.
 
-    ``entropy`` is the entropy (nats) of the fused distribution; ``agreement``
-    the share of the ``samples`` draws whose fused label is the decision's;
-    ``interval`` the central ``level`` interval of the label's fused probability
-    over the draws. All of the tick's fusion, before smoothing.
+    ``label`` is that tick's fused label, before smoothing (the decision's
+    ``label`` is after it, so around a change of label the two can differ);
+    ``entropy`` is the entropy (nats) of the tick's fused distribution;
+    ``agreement`` the share of the ``samples`` draws whose fused label is
+    ``label``; ``interval`` the central ``level`` interval of ``label``'s fused
+    probability over the draws.
     """
 
     entropy: float
@@ -133,9 +135,19 @@ class Uncertainty:
     interval: tuple[float, float]
     level: float
     samples: int
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        lo, hi = self.interval
+        if not (math.isfinite(self.entropy) and self.entropy >= 0 and 0.0 <= self.agreement <= 1.0
+                and 0.0 <= lo <= hi <= 1.0 and 0.0 < self.level < 1.0
+                and isinstance(self.samples, int) and self.samples >= 1):
+            raise InputError(f"uncertainty out of range: entropy {self.entropy!r} (>= 0), agreement "
+                             f"{self.agreement!r} (0..1), interval {list(self.interval)} (0 <= lo <= hi <= 1), "
+                             f"level {self.level!r} (0..1), samples {self.samples!r} (>= 1)")
 
     def to_json(self) -> dict[str, Any]:
-        return {"entropy": round(self.entropy, 6), "agreement": round(self.agreement, 6),
+        return {"label": self.label, "entropy": round(self.entropy, 6), "agreement": round(self.agreement, 6),
                 "interval": [round(self.interval[0], 6), round(self.interval[1], 6)], "level": self.level,
                 "samples": self.samples}
 
@@ -143,8 +155,12 @@ class Uncertainty:
     def from_json(cls, data: Mapping[str, Any]) -> Uncertainty:
         try:
             lo, hi = (float(v) for v in data["interval"])
-            return cls(float(data["entropy"]), float(data["agreement"]), (lo, hi), float(data["level"]),
-                       int(data["samples"]))
+            samples = data["samples"]
+            if not isinstance(samples, int) or isinstance(samples, bool):
+                raise ValueError(f"samples {samples!r} is not a whole number")
+            label = data.get("label")
+            return cls(float(data["entropy"]), float(data["agreement"]), (lo, hi), float(data["level"]), samples,
+                       None if label is None else str(label))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"decision uncertainty: not in the decision format ({exc})") from None
 
@@ -222,12 +238,22 @@ class Decision:
             weights = {str(k): float(v) for k, v in data.get("fusion_weights", {}).items()}
             uncertainty = Uncertainty.from_json(data["uncertainty"]) if "uncertainty" in data else None
             active = data.get("labels_active")
-            active = None if active is None else {str(k): float(v) for k, v in active.items()}
+            active = None if active is None else {str(k): _score(v) for k, v in active.items()}
             return cls(float(data["t"]), str(data["label"]), {str(k): float(v) for k, v in data["probs"].items()},
                        float(data["valence"]), float(data["arousal"]), modalities, float(data["latency_ms"]), faces,
                        weights, uncertainty, active)
+        except InputError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"not a decision in the decision format (key or value {exc})") from None
+
+
+def _score(value: Any) -> float:
+    """A multi-label score read back: a number in [0, 1]."""
+    score = float(value)
+    if not 0.0 <= score <= 1.0:
+        raise ValueError(f"labels_active score {value!r} is not in [0, 1]")
+    return score
 
 
 def _finite(value: Any) -> Any:

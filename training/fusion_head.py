@@ -24,6 +24,7 @@ subset of modalities, with the package's own rules beside it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -36,7 +37,7 @@ import heldout
 from edge_mer_calibration.pairing import ENCODERS, Pools, pairings
 from bundle_manifest import update_fusion
 from edge_mer.bundle.loader import MANIFEST, parse_manifest
-from edge_mer.bundle.schema import FusionHead, FusionSpec, Manifest, TensorInfo
+from edge_mer.bundle.schema import FusionHead, Manifest, TensorInfo
 from edge_mer.bundle.writer import file_entry
 
 log = logging.getLogger("training.fusion_head")
@@ -46,6 +47,7 @@ FLOOR = 1e-4
 #: Weight decays tried by :func:`select_weight_decay` (on split A only).
 WEIGHT_DECAYS = (1e-3, 1e-2, 0.1, 0.3, 1.0)
 HEAD_FILE = "fusion/stacked_head.onnx"
+STACKED = "stacked"
 EVAL_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise")  # what CK+48 (split B's faces) has
 
 
@@ -195,9 +197,13 @@ def main() -> None:
     head = train_head(train_pools, labels, weight_decay, args.steps)
     export_head(head, args.bundle / HEAD_FILE, {name: train_pools.rows[name].shape[1] for name in ENCODERS})
     fusion = manifest.fusion
-    update_fusion(args.bundle, FusionSpec(
-        rule="learned", weights=fusion.weights, smoothing_half_life_s=fusion.smoothing_half_life_s,
-        head=head_spec(args.bundle, manifest, labels),
+    # The stacked head is the one named "stacked" (the default unless another head won on split B);
+    # every other shipped head is kept as it is.
+    heads = dict(fusion.named_heads())
+    heads[STACKED] = head_spec(args.bundle, manifest, labels)
+    default = fusion.head_name if fusion.head is not None else STACKED
+    update_fusion(args.bundle, dataclasses.replace(
+        fusion, rule="learned", head=heads.pop(default), head_name=default, heads=heads,
         notes=fusion.notes.split(" | head:")[0] + " | head: training/fusion_head.py (stacked logistic regression on "
               "calibrated held-out outputs paired by label across people and corpora; modality dropout 0.3)"))
     log.info("head written to %s", args.bundle / HEAD_FILE)

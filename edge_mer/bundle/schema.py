@@ -10,11 +10,12 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Literal
-
-import numpy as np
 
 from edge_mer.bundle.labels import CANONICAL_LABELS
+# Tensors are defined in edge_mer.bundle.tensors and read from here too (``as`` marks the re-export).
+from edge_mer.bundle.tensors import OutputKind as OutputKind
+from edge_mer.bundle.tensors import TensorInfo as TensorInfo
+from edge_mer.bundle.tensors import _short
 from edge_mer.config import key_text, require
 from edge_mer.names import PRECISIONS, Modality
 from edge_mer.preprocess.audio import AudioParams
@@ -25,24 +26,13 @@ from edge_mer.preprocess.face_params import FaceParams
 FORMAT = "edge-mer-bundle/1"
 _PARAMS_BY_MODALITY = {"face": FaceParams, "speech": AudioParams, "eeg": EegParams}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
-#: Bounds on what the manifest may ask for: paths, external-data files per model, and tensor shapes
-#: (backends and the benchmark size buffers from the fixed dimensions).
+#: Bounds on what the manifest may ask for: paths and external-data files per model (tensor shapes:
+#: :mod:`edge_mer.bundle.tensors`).
 MAX_PATH_CHARS, MAX_PART_CHARS, MAX_EXTERNAL_FILES = 1024, 255, 1024
-MAX_RANK, MAX_DIM, MAX_FIXED_ELEMENTS = 8, 1 << 20, 1 << 28
 MAX_HALF_LIFE_S = 3600.0
 #: Encoder names appear in file names (engine caches, reports) and metric labels.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
-#: ``multilabel``: independent sigmoid scores per label (never renormalised), with per-label ``thresholds``;
-#: ``embedding``: a ``[N, D]`` feature vector a fusion head may consume (``<encoder>.<output>`` head inputs).
-OutputKind = Literal["probs", "logits", "valence_arousal", "embedding", "multilabel"]
-
-
-def _short(value: object, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters (messages quote values from untrusted files)."""
-    shown = repr(value)
-    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
 
 
 def check_relative_path(path: str, what: str = "path") -> None:
@@ -88,67 +78,6 @@ class FileEntry:
             return self.sha256
         lines = [f"{e.sha256}  {e.path}" for e in (self, *sorted(self.external_data, key=lambda e: e.path))]
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """An input or output tensor: ints are fixed sizes, strings name dynamic axes."""
-
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: str = "float32"
-    layout: str | None = None
-    kind: OutputKind | None = None
-    labels: tuple[str, ...] = ()
-    description: str = ""
-    #: Per label of a ``multilabel`` output, the score at or above which the label is active (each in (0, 1)).
-    thresholds: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        require(bool(self.name), "tensor name must not be empty")
-        require(self.dtype in _DTYPES, f"tensor {self.name}: dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}")
-        require(len(self.shape) <= MAX_RANK, f"tensor {self.name}: rank {len(self.shape)}, expected at most {MAX_RANK}")
-        for d in self.shape:
-            require((isinstance(d, int) and 0 < d <= MAX_DIM) or (isinstance(d, str) and 0 < len(d) <= 64),
-                    f"tensor {self.name}: dimension {_short(d)} must be an int in 1..{MAX_DIM} "
-                    "or a dynamic axis name of 1..64 characters")
-        fixed = math.prod(d for d in self.shape if isinstance(d, int))
-        require(fixed <= MAX_FIXED_ELEMENTS,
-                f"tensor {self.name}: fixed dimensions {list(self.shape)} make {fixed} elements, "
-                f"expected at most {MAX_FIXED_ELEMENTS}")
-        if self.layout is not None:
-            require(len(self.layout) == len(self.shape),
-                    f"tensor {self.name}: layout {self.layout!r} has {len(self.layout)} letters for rank {len(self.shape)}")
-        if self.kind in ("probs", "logits"):
-            require(len(self.labels) > 0, f"output {self.name}: kind {self.kind} needs its class labels")
-            last = self.shape[-1] if self.shape else None
-            require(not isinstance(last, int) or last == len(self.labels),
-                    f"output {self.name}: {len(self.labels)} labels for a last dimension of {last}")
-        if self.kind == "valence_arousal":
-            require(bool(self.shape) and self.shape[-1] == 2, f"output {self.name}: valence_arousal needs last dimension 2")
-        self._check_multilabel()
-        if self.kind == "embedding":
-            require(len(self.shape) == 2 and isinstance(self.shape[1], int),
-                    f"tensor {self.name}: an embedding is [batch, width] with a fixed width, got {list(self.shape)}")
-
-    def _check_multilabel(self) -> None:
-        if self.kind != "multilabel":
-            require(not self.thresholds, f"tensor {self.name}: thresholds are for kind multilabel, not {self.kind}")
-            return
-        last = self.shape[-1] if self.shape else None
-        require(len(self.labels) > 0 and (not isinstance(last, int) or last == len(self.labels)),
-                f"output {self.name}: kind multilabel needs one label per score ({len(self.labels)} labels "
-                f"for a last dimension of {last})")
-        require(len(set(self.labels)) == len(self.labels), f"output {self.name}: labels must be distinct")
-        require(len(self.thresholds) == len(self.labels),
-                f"output {self.name}: {len(self.thresholds)} thresholds for {len(self.labels)} labels")
-        for label, value in zip(self.labels, self.thresholds):
-            require(isinstance(value, (int, float)) and 0.0 < value < 1.0,
-                    f"output {self.name}: threshold of {label!r} must be in (0, 1), got {value!r}")
-
-    @property
-    def np_dtype(self) -> np.dtype:
-        return np.dtype(self.dtype)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ Outputs:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edge_mer.bundle.loader import Bundle
@@ -80,8 +81,19 @@ def _check_probs_input(bundle: Bundle, tensor: TensorInfo) -> None:
     _check_matrix(tensor, len(tensor.labels), "input")
 
 
+def split_embedding_name(name: str, encoders: Iterable[str]) -> tuple[str, str] | None:
+    """``(encoder, output)`` of an ``<encoder>.<output>`` input name, by the longest encoder name that fits
+    (encoder names may hold dots themselves); None when no encoder does."""
+    fits = [e for e in encoders if name.startswith(e + ".") and len(name) > len(e) + 1]
+    if not fits:
+        return None
+    encoder = max(fits, key=len)
+    return encoder, name[len(encoder) + 1:]
+
+
 def _embedding_input(bundle: Bundle, tensor: TensorInfo) -> EmbeddingInput:
-    encoder, _, output = tensor.name.partition(".")
+    split = split_embedding_name(tensor.name, bundle.manifest.encoders)
+    encoder, output = split if split is not None else ("", "")
     spec = bundle.manifest.encoders.get(encoder)
     if spec is None:
         raise BundleError(f"fusion head input {tensor.name!r} names no encoder "
@@ -104,7 +116,7 @@ def _split_inputs(bundle: Bundle, head: FusionHead) -> tuple[tuple[TensorInfo, .
         if tensor.name in bundle.manifest.encoders:
             _check_probs_input(bundle, tensor)
             probs.append(tensor)
-        elif "." in tensor.name:
+        elif split_embedding_name(tensor.name, bundle.manifest.encoders) is not None:
             embeddings.append(_embedding_input(bundle, tensor))
         else:
             raise BundleError(f"fusion head input {tensor.name!r} names no encoder "

@@ -181,11 +181,13 @@ class LearnedHead(FusionRule):
         if passthrough and self.layout.multilabel is None:
             return dict(next(iter(present.values()))[0])
         outputs = self._backend.infer(self._feeds(present))
-        if self.layout.multilabel is not None:
-            self._active = self._label_set(outputs[self.layout.multilabel.name])
+        # Both outputs are checked before either is used: a failed tick reports no label set.
+        fused = dict(zip(self.labels, self._distribution(outputs[self.layout.output.name])))
+        active = None if self.layout.multilabel is None else self._label_set(outputs[self.layout.multilabel.name])
+        self._active = active
         if passthrough:  # the multilabel output still comes from the head; the distribution is the modality's
             return dict(next(iter(present.values()))[0])
-        return dict(zip(self.labels, self._distribution(outputs[self.layout.output.name])))
+        return fused
 
     def _feeds(self, present: Mapping[str, _Evidence]) -> dict[str, np.ndarray]:
         feeds = {}
@@ -195,6 +197,12 @@ class LearnedHead(FusionRule):
         for item in self.layout.embeddings:
             width = int(item.tensor.shape[-1])
             vector = present[item.encoder][1].get(item.output) if item.encoder in present else None
+            if vector is None and item.encoder in present and item.tensor.name not in self._warned:
+                # Valid probabilities without the embedding: the head runs on zeros there, which is what
+                # an encoder without that output gives; say so once, as it is usually a caller's mistake.
+                self._warned.add(item.tensor.name)
+                log.warning("encoder %r gave no embedding %r; the head's input %r is fed zeros",
+                            item.encoder, item.output, item.tensor.name)
             if vector is not None and np.shape(vector) != (width,):
                 raise InputError(f"encoder {item.encoder!r}: embedding {item.output!r} has shape "
                                  f"{list(np.shape(vector))}, the head expects [{width}]")

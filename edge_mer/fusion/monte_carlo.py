@@ -67,6 +67,7 @@ gamma draws, so it scales with ``samples``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import numbers
@@ -194,7 +195,12 @@ class MonteCarloRule(CombiningRule):
         # Every call takes the next index, fused or not, so tick i's draws depend only on (seed, i).
         self._tick, self.ticks = self.ticks, self.ticks + 1
         # The draws go to encoders in name order, so the fusion does not depend on the order of the results.
-        return super().fuse(sorted(results, key=lambda r: r.encoder), weights)
+        fused = super().fuse(sorted(results, key=lambda r: r.encoder), weights)
+        if fused is not None and self._last is not None:
+            # The pool's top index is the fused distribution's argmax: name it, so a reader need not
+            # confuse it with the decision's (smoothed) label.
+            self._last = dataclasses.replace(self._last, label=max(fused, key=fused.get))
+        return fused
 
     def combine(self, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng([self.options.seed, self._tick])

@@ -113,10 +113,11 @@ class ModalityRunner:
             return probs
         parts = [probs]
         for name, width in self._embeddings:
-            vector = np.asarray(outputs[name], dtype=np.float64).reshape(len(probs), -1)
-            if vector.shape[1] != width or not np.isfinite(vector).all():
-                raise BackendError(f"encoder {self.name!r}: embedding {name!r} is not {width} finite values per row")
-            parts.append(vector)
+            vector = np.asarray(outputs[name], dtype=np.float64)
+            if vector.size != len(probs) * width or not np.isfinite(vector).all():
+                raise BackendError(f"encoder {self.name!r}: embedding {name!r} has shape {list(vector.shape)}, "
+                                   f"expected {width} finite values per row for {len(probs)} rows")
+            parts.append(vector.reshape(len(probs), width))
         return np.concatenate(parts, axis=1)
 
     def _probs(self, outputs: np.ndarray) -> np.ndarray:

@@ -113,6 +113,7 @@ class Scheduler:
             uncertainty = self.rule.last_uncertainty if fused and isinstance(self.rule, ReportsUncertainty) else None
             # A multilabel head reports its label set every tick (empty without evidence); it is not smoothed.
             active = self.rule.last_labels_active if isinstance(self.rule, ReportsLabelSet) else None
+            active = {} if active is not None and not fused else active
             probs = self.smoother.update(fused, t)
             label = None
             if probs is None:

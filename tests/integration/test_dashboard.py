@@ -51,7 +51,9 @@ return {t: $('decision').dataset.t, label: $('label').textContent, valence: $('v
         cy: $('va-point').getAttribute('cy'), modalities: rows, faces: Number($('faces').dataset.count),
         boxes: document.querySelectorAll('#faces rect.face-box').length, status: $('status').dataset.state,
         health: $('health').dataset.status, tokenForm: getComputedStyle($('token-form')).display !== 'none',
-        points: Number($('probs-chart').dataset.points || 0)};
+        points: Number($('probs-chart').dataset.points || 0),
+        uncertainty: $('uncertainty').hidden ? null : $('uncertainty').textContent,
+        labelsActive: $('labels-active').hidden ? null : $('labels-active').textContent};
 """
 
 
@@ -201,3 +203,34 @@ def test_dashboard_asks_for_the_token(browser: Any, tmp_path: Path) -> None:
         assert browser.execute_script("return sessionStorage.getItem('edge-mer-token')") == TOKEN
     finally:
         _stop(daemon)
+
+
+def test_dashboard_shows_uncertainty_and_active_labels_when_the_fusion_reports_them(browser: Any,
+                                                                                    tmp_path: Path) -> None:
+    port = _free_port()
+    jsonl = tmp_path / "mc.jsonl"
+    proc = _start_daemon(port, jsonl, "--fusion-rule", "monte_carlo")
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        shown = wait_until(lambda: (s := snapshot(browser))["uncertainty"] and s, "the uncertainty line")
+        sent = _check_against_sent(shown, jsonl)
+        u = sent["uncertainty"]
+        assert shown["uncertainty"] == (f"uncertainty: entropy {u['entropy']:.3f} nats \u00b7 agreement "
+                                        f"{u['agreement']:.3f} \u00b7 {round(u['level'] * 100)}% interval "
+                                        f"[{u['interval'][0]:.3f}, {u['interval'][1]:.3f}]")
+        assert shown["labelsActive"] is None  # no multi-label head in this run
+    finally:
+        _stop(proc)
+    port = _free_port()
+    jsonl = tmp_path / "compound.jsonl"
+    proc = _start_daemon(port, jsonl, "--fusion-head", "compound")
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        shown = wait_until(lambda: (s := snapshot(browser))["labelsActive"] and s["label"] not in ("", "-") and s,
+                           "the active labels line")
+        sent = _check_against_sent(shown, jsonl)
+        names = sorted(sent["labels_active"].items(), key=lambda kv: -kv[1])
+        expected = ", ".join(f"{k} {v:.3f}" for k, v in names) or "none"
+        assert shown["labelsActive"] == f"active labels: {expected}" and shown["uncertainty"] is None
+    finally:
+        _stop(proc)

@@ -40,7 +40,7 @@ def test_every_decision_with_evidence_has_a_sane_uncertainty(tmp_path: Path) -> 
             assert data["label"] == NO_EVIDENCE and "uncertainty" not in data
             continue
         u = data["uncertainty"]
-        assert set(u) == {"entropy", "agreement", "interval", "level", "samples"}
+        assert set(u) == {"label", "entropy", "agreement", "interval", "level", "samples"}
         assert u["samples"] == 300 and u["level"] == 0.8
         assert 0 < u["entropy"] <= math.log(len(data["probs"])) + 1e-9
         assert 0 < u["agreement"] <= 1

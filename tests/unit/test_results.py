@@ -73,3 +73,25 @@ def test_vocabularies() -> None:
     assert PRECISIONS == ("fp32", "fp16", "int8") and QUANTIZED_PRECISIONS == ("fp16", "int8")
     assert MODALITIES == ("face", "speech", "eeg")
     assert NO_EVIDENCE == "unknown"
+
+
+def test_uncertainty_and_labels_active_are_checked_when_read_back() -> None:
+    import pytest
+
+    from edge_mer.errors import InputError
+    from edge_mer.results import Decision, Uncertainty
+
+    good = Uncertainty(0.5, 0.9, (0.2, 0.7), 0.9, 100, "happy")
+    assert Uncertainty.from_json(good.to_json()) == good
+    for bad in ({"agreement": 7}, {"interval": [0.8, 0.1]}, {"samples": -3}, {"samples": 2.7},
+                {"entropy": float("nan")}, {"level": 1.0}):
+        with pytest.raises(InputError, match="uncertainty"):
+            Uncertainty.from_json({**good.to_json(), **bad})
+    base = {"t": 1.0, "label": "happy", "probs": {"happy": 1.0}, "valence": 0.5, "arousal": 0.1, "modalities": {},
+            "latency_ms": 1.0}
+    assert Decision.from_json({**base, "labels_active": {"happy": 0.8}}).labels_active == {"happy": 0.8}
+    with pytest.raises(InputError, match=r"labels_active score inf is not in \[0, 1\]"):
+        Decision.from_json({**base, "labels_active": {"happy": float("inf")}})
+    with pytest.raises(InputError) as err:
+        Decision.from_json({**base, "uncertainty": {**good.to_json(), "agreement": 7}})
+    assert str(err.value).count("decision format") <= 1  # one message, not one wrapped in another

@@ -94,6 +94,24 @@
     drawChart();
     showModalities(d.modalities || {});
     showFaces(d.faces || []);
+    showExtras(d);
+  }
+
+  // Present only with a probabilistic rule (uncertainty) or a multi-label head (labels_active).
+  function showExtras(d) {
+    const u = $("uncertainty"), active = $("labels-active");
+    u.hidden = !d.uncertainty;
+    if (d.uncertainty) {
+      const x = d.uncertainty, iv = x.interval || [];
+      u.textContent = "uncertainty: entropy " + fmt(x.entropy) + " nats \u00b7 agreement " + fmt(x.agreement) +
+        " \u00b7 " + Math.round((x.level || 0) * 100) + "% interval [" + fmt(iv[0]) + ", " + fmt(iv[1]) + "]";
+    }
+    active.hidden = !d.labels_active;
+    if (d.labels_active) {
+      const names = Object.entries(d.labels_active).sort((a, b) => b[1] - a[1])
+        .map(([name, score]) => name + " " + fmt(score));
+      active.textContent = "active labels: " + (names.length ? names.join(", ") : "none");
+    }
   }
 
   function clamp(v) { return typeof v === "number" ? Math.max(-1, Math.min(1, v)) : 0; }

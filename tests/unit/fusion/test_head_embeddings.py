@@ -15,7 +15,8 @@ from edge_mer.bundle import load_bundle
 from edge_mer.bundle.feeds import head_ranges
 from edge_mer.bundle.schema import TensorInfo
 from edge_mer.config import from_dict
-from edge_mer.errors import BundleError, ConfigError, InputError
+from edge_mer.errors import BackendError, BundleError, ConfigError, InputError
+from edge_mer.fusion.head_layout import split_embedding_name
 from edge_mer.fusion.learned import LearnedHead, LearnedOptions, head_layout
 from edge_mer.fusion.registry import create_rule
 from edge_mer.fusion.smoothing import EmaSmoother
@@ -131,3 +132,20 @@ def test_every_shipped_head_gets_engine_ranges(bundle) -> None:
     inputs, _ = onnx_io_specs(emb.files["fp32"].path)
     shapes = {r.name: (r.min, r.opt, r.max) for r in profile_shapes(inputs, TrtOptions(max_batch=16), emb.dim_ranges)}
     assert shapes == {"face": ((1, 7),) * 3, "face.embedding": ((1, 4),) * 3, "mask": ((1, 1),) * 3}
+
+
+def test_a_failed_tick_reports_no_label_set(bundle) -> None:
+    probs = np.full(len(LABELS), 1.0 / len(LABELS))
+    with LearnedHead(bundle, precision="fp32", options=ALWAYS_RUN, head_name="emb") as head:
+        head.fuse([_face(probs, np.full(4, 0.25))], {})
+        assert head.last_labels_active
+        with pytest.raises(BackendError, match="NaN or Inf"):
+            head.fuse([_face(probs, np.full(4, 1e38))], {})
+        assert head.last_labels_active == {}
+
+
+def test_embedding_names_split_at_the_longest_encoder_name() -> None:
+    assert split_embedding_name("eeg.v2.embedding", ["eeg", "eeg.v2"]) == ("eeg.v2", "embedding")
+    assert split_embedding_name("eeg.embedding", ["eeg", "eeg.v2"]) == ("eeg", "embedding")
+    assert split_embedding_name("speech.embedding", ["eeg"]) is None
+    assert split_embedding_name("eeg.", ["eeg"]) is None

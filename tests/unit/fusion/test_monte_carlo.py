@@ -217,9 +217,9 @@ def test_decision_json_carries_the_uncertainty() -> None:
                         uncertainty=rule.last_uncertainty)
     data = json.loads(json.dumps(decision.to_json()))
     u = data["uncertainty"]
-    assert set(u) == {"entropy", "agreement", "interval", "level", "samples"}
+    assert set(u) == {"label", "entropy", "agreement", "interval", "level", "samples"}
     assert 0 < u["entropy"] <= math.log(len(fused)) and 0 < u["agreement"] <= 1
-    assert 0 <= u["interval"][0] <= fused[decision.label] <= u["interval"][1] <= 1
+    assert u["label"] == decision.label and 0 <= u["interval"][0] <= fused[decision.label] <= u["interval"][1] <= 1
     assert u["level"] == 0.9 and u["samples"] == 200
     assert Decision.from_json(data).uncertainty == Uncertainty.from_json(u)
 
