@@ -19,9 +19,12 @@ expressions of emotion", PNAS 111(15)) found people produce and recognise
 happiness (happy with sad, fear or anger) are not among them, nor is any pair
 with neutral or boredom. :func:`all_pairs` gives every pair instead.
 
-The module also holds the numpy metrics the multi-label head is chosen and
-measured with (per-label F1, thresholds, average precision, exact-set
-accuracy), so they are tested without torch.
+The numpy metrics the multi-label head is chosen and measured with
+(per-label F1, thresholds, average precision, exact-set accuracy) are in
+:mod:`edge_mer_calibration.multilabel_metrics`, shared with the export's
+multilabel gate. :func:`first_members` gives the single ``labels`` truth of
+such rows, which makes the class gate's accuracy a relative figure only
+(see there).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from typing import Protocol
 import numpy as np
 
 from edge_mer.errors import InputError
+from edge_mer_calibration.multilabel_metrics import label_sets as label_sets_of
 from edge_mer_calibration.pairing import DROPOUT, ENCODERS, SLOTS
 
 #: Du et al. (2014)'s two-emotion compounds, in the canonical label names.
@@ -42,8 +46,6 @@ DU_PAIRS: tuple[tuple[str, str], ...] = (
 )
 #: Share of rows whose label set is one label (the rest are pairs).
 SINGLE_SHARE = 0.5
-#: Bounds of a chosen threshold: the schema wants each in (0, 1).
-THRESHOLD_RANGE = (1e-3, 1.0 - 1e-3)
 
 
 class DrawsRows(Protocol):
@@ -126,95 +128,16 @@ def compound_pairings(pools: DrawsRows, labels: tuple[str, ...], n: int, rng: np
 
 
 def first_members(label_sets: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
-    """For each row, the first label of its set in ``labels`` order (unicode), the ``labels`` key of head data."""
-    sets = _targets(label_sets, len(labels))
+    """For each row, the first label of its set in ``labels`` order (unicode), the ``labels`` key of head data.
+
+    This is the truth the export's class gate scores the compound head's
+    ``probs`` output against: a pair row's set has two members, and the
+    distribution may rightly favour either, so the head's accuracy on these
+    rows (``accuracy``, ``accuracy_fp32``) is not a recognition rate.  It is
+    meaningful only as the drop of a candidate precision relative to FP32 on
+    the same rows (``accuracy_drop_pt``); the multilabel output is judged on
+    the full ``label_sets`` (mAP, per-label F1).
+    """
+    sets = label_sets_of(label_sets, len(labels))
     _check(bool(sets.any(axis=1).all()), "every label set needs at least one label")
     return np.array([labels[i] for i in sets.argmax(axis=1)])
-
-
-def _targets(targets: np.ndarray, width: int | None = None) -> np.ndarray:
-    targets = np.asarray(targets)
-    _check(targets.ndim == 2 and (width is None or targets.shape[1] == width),
-           f"label sets must be [n, {width or 'L'}], got shape {list(targets.shape)}")
-    _check(bool(np.isin(targets, (0, 1)).all()), "label sets must hold only 0 and 1")
-    return targets.astype(bool)
-
-
-def _scores(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(scores, dtype=np.float64)
-    _check(scores.ndim == 2, f"scores must be [n, L], got shape {list(scores.shape)}")
-    sets = _targets(targets, scores.shape[1])
-    _check(sets.shape[0] == scores.shape[0], f"{scores.shape[0]} score rows for {sets.shape[0]} label sets")
-    _check(bool(np.isfinite(scores).all()), "scores must be finite")
-    return scores, sets
-
-
-def _ranked(score: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct scores, descending, with the true and false positives at or above each."""
-    order = np.argsort(-score, kind="stable")
-    score, target = score[order], target[order]
-    last = np.r_[np.flatnonzero(np.diff(score) != 0), score.size - 1]  # last row of each run of tied scores
-    tp = np.cumsum(target)[last]
-    return score[last], tp, (last + 1) - tp
-
-
-def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per label, the step-wise area under the precision-recall curve, ``sum_k (R_k - R_{k-1}) P_k``.
-
-    As scikit-learn's ``average_precision_score`` (tied scores are one
-    threshold); NaN for a label without positives.
-    """
-    scores, sets = _scores(scores, targets)
-    out = np.full(scores.shape[1], np.nan)
-    for j in range(scores.shape[1]):
-        positives = int(sets[:, j].sum())
-        if positives == 0 or scores.shape[0] == 0:
-            continue
-        _, tp, fp = _ranked(scores[:, j], sets[:, j])
-        recall = tp / positives
-        out[j] = float(np.sum(np.diff(np.r_[0.0, recall]) * tp / (tp + fp)))
-    return out
-
-
-def f1_scores(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Per label, the F1 of "active when score >= threshold"; NaN for a label with neither positives nor actives."""
-    scores, sets = _scores(scores, targets)
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    _check(thresholds.shape == (scores.shape[1],), f"{thresholds.size} thresholds for {scores.shape[1]} labels")
-    active = scores >= thresholds
-    tp = (active & sets).sum(axis=0)
-    denominator = active.sum(axis=0) + sets.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, 2.0 * tp / denominator, np.nan)
-
-
-def best_thresholds(scores: np.ndarray, targets: np.ndarray, default: float = 0.5) -> np.ndarray:
-    """Per label, the threshold with the highest F1 on these rows (``default`` for a label without positives).
-
-    The cut lies midway between the lowest score it keeps and the next lower
-    score, so unseen rows near either are not decided by float noise, and
-    within :data:`THRESHOLD_RANGE` so it is a valid manifest threshold.
-    """
-    scores, sets = _scores(scores, targets)
-    out = np.full(scores.shape[1], default)
-    for j in range(scores.shape[1]):
-        positives = int(sets[:, j].sum())
-        if positives == 0:
-            continue
-        values, tp, fp = _ranked(scores[:, j], sets[:, j])
-        k = int(np.argmax(2.0 * tp / (tp + fp + positives)))  # first of the best: the highest such cut
-        below = values[k + 1] if k + 1 < values.size else min(0.0, values[k])
-        out[j] = np.clip((values[k] + below) / 2.0, *THRESHOLD_RANGE)
-    return out
-
-
-def exact_set_accuracy(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray) -> float:
-    """Share of rows whose active labels (score >= threshold) are exactly the label set."""
-    scores, sets = _scores(scores, targets)
-    return float(((scores >= np.asarray(thresholds)) == sets).all(axis=1).mean()) if len(sets) else float("nan")
-
-
-def top1_in_set(probs: np.ndarray, targets: np.ndarray) -> float:
-    """Share of rows whose most probable label is a member of the label set."""
-    probs, sets = _scores(probs, targets)
-    return float(sets[np.arange(len(sets)), probs.argmax(axis=1)].mean()) if len(sets) else float("nan")

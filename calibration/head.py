@@ -26,7 +26,8 @@ out, as the runtime feeds them. One file may hold the inputs of several
 heads: arrays another head declares (``shared``) are skipped unread.
 
 The file is untrusted input: every ``.npy`` header is read and bounded
-(rows, width, dtype, label length) before its data is, and each problem is
+(rows, width, dtype, label length), and the data all headers ask for
+together (:data:`MAX_DATA_BYTES`), before any data is read; each problem is
 one :class:`InputError` line naming the file and the array.
 :func:`read_head_npz` returns :class:`HeadRows`, whose :meth:`~HeadRows.feeds`
 are plain ``{input name: batch}`` dicts like the other readers' feeds.
@@ -45,6 +46,7 @@ import numpy as np
 
 from edge_mer.bundle.schema import TensorInfo
 from edge_mer.errors import InputError
+from edge_mer_calibration.multilabel_metrics import first_not_binary
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ MAX_ROWS = 200_000
 MAX_WIDTH = 1024
 MAX_LABEL_CHARS = 64
 MAX_MEMBERS = 64
+#: Bound on the data all array headers of one file ask for together (decompressed), checked before any is read.
+MAX_DATA_BYTES = 2 << 30
 #: Slack on probability bounds (float16 rounding, softmax sums).
 _PROB_SLACK = 1e-3
 _FLOAT_KINDS = ("f",)
@@ -134,27 +138,38 @@ def _check_header(key: str, shape: tuple[int, ...], dtype: np.dtype, where: str,
         raise InputError(f"{where}: dtype {dtype}, expected float16, float32 or float64")
 
 
+def _headers(zf: zipfile.ZipFile, path: Path, allowed: Sequence[str], max_rows: int
+             ) -> list[tuple[zipfile.ZipInfo, str]]:
+    """Every member with its array name, each header checked, and their total data bounded, before any data is read."""
+    members = zf.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise InputError(f"{path}: {len(members)} archive members, expected the head's inputs and labels "
+                         f"({', '.join(allowed)})")
+    checked: list[tuple[zipfile.ZipInfo, str]] = []
+    total = 0
+    for info in members:
+        key = info.filename.removesuffix(".npy")
+        if not info.filename.endswith(".npy") or key not in allowed or key in (k for _, k in checked):
+            raise InputError(f"{path}: unexpected array {info.filename[:80]!r}; expected the head's inputs "
+                             f"and labels ({', '.join(allowed)})")
+        where = f"{path}: array {key!r}"
+        with zf.open(info) as fh:
+            shape, dtype = _header(fh, where)
+        _check_header(key, shape, dtype, where, max_rows)
+        total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        checked.append((info, key))
+    if total > MAX_DATA_BYTES:
+        raise InputError(f"{path}: its arrays hold {total} bytes decompressed, at most {MAX_DATA_BYTES}")
+    return checked
+
+
 def _read_members(path: Path, allowed: Sequence[str], max_rows: int, skipped: Sequence[str] = ()
                   ) -> dict[str, np.ndarray]:
     """The arrays of the ``.npz`` at ``path`` (``skipped`` ones only header-checked), headers bounded first."""
-    arrays: dict[str, np.ndarray] = {}
-    seen: set[str] = set()
     allowed = [*allowed, *(k for k in skipped if k not in allowed)]
+    arrays: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(path) as zf:
-        members = zf.infolist()
-        if len(members) > MAX_MEMBERS:
-            raise InputError(f"{path}: {len(members)} archive members, expected the head's inputs and labels "
-                             f"({', '.join(allowed)})")
-        for info in members:
-            key = info.filename.removesuffix(".npy")
-            if not info.filename.endswith(".npy") or key not in allowed or key in seen:
-                raise InputError(f"{path}: unexpected array {info.filename[:80]!r}; expected the head's inputs "
-                                 f"and labels ({', '.join(allowed)})")
-            seen.add(key)
-            where = f"{path}: array {key!r}"
-            with zf.open(info) as fh:
-                shape, dtype = _header(fh, where)
-            _check_header(key, shape, dtype, where, max_rows)
+        for info, key in _headers(zf, path, allowed, max_rows):
             if key in skipped:
                 continue  # another shipped head's array: that head's read checks its data
             with zf.open(info) as fh:
@@ -187,11 +202,19 @@ def _load(path: Path, allowed: Sequence[str], max_rows: int, skipped: Sequence[s
         raise InputError(f"head data {path} is not a readable .npz file: {first}") from None
 
 
-def _check_input(tensor: TensorInfo, array: np.ndarray, mask: np.ndarray, where: str) -> None:
-    """Encoder inputs: finite, probabilities (``embedding`` inputs: any finite features), all zero where masked."""
+def _check_input(tensor: TensorInfo, cast: np.ndarray, original: np.ndarray, mask: np.ndarray, where: str) -> None:
+    """Encoder inputs: finite, probabilities (``embedding`` inputs: any finite features), all zero where masked.
+
+    Finiteness is checked on ``cast`` (the values at the input's dtype, as they are fed): a value beyond
+    that dtype's range becomes infinite there; the error shows the ``original`` value.
+    """
     name = tensor.name
-    if not np.isfinite(array).all():
-        raise InputError(f"{where}: input {name!r} has NaN or infinite values")
+    infinite = np.argwhere(~np.isfinite(cast))
+    if infinite.size:
+        row, column = (int(v) for v in infinite[0])
+        raise InputError(f"{where}: input {name!r} row {row} column {column} is {float(original[row, column]):g}, "
+                         f"not a finite {cast.dtype} value")
+    array = cast.astype(np.float64)
     bad = np.flatnonzero((array < -_PROB_SLACK).any(axis=1) | (array > 1 + _PROB_SLACK).any(axis=1)
                          | (array.sum(axis=1) > 1 + _PROB_SLACK))
     if bad.size and tensor.kind != "embedding":
@@ -205,8 +228,9 @@ def _check_input(tensor: TensorInfo, array: np.ndarray, mask: np.ndarray, where:
 
 def _check_mask(mask: np.ndarray, where: str) -> None:
     """Mask values 0 or 1, at least one 1 per row."""
-    if not np.isin(mask, (0.0, 1.0)).all():
-        raise InputError(f"{where}: mask values must be 0 or 1")
+    bad = first_not_binary(mask)
+    if bad is not None:
+        raise InputError(f"{where}: mask row {bad[0]} column {bad[1]} is {bad[2]:g}; mask values must be 0 or 1")
     empty = np.flatnonzero(mask.sum(axis=1) == 0)
     if empty.size:
         raise InputError(f"{where}: mask row {int(empty[0])} is all zero; the runtime runs the head only "
@@ -240,8 +264,10 @@ def _label_sets(array: np.ndarray, output: TensorInfo, where: str) -> np.ndarray
         raise InputError(f"{where}: {LABEL_SETS_KEY} has shape {list(array.shape)}, expected [rows, "
                          f"{len(output.labels)}] (one 0/1 column per label of output {output.name!r}: "
                          f"{', '.join(output.labels)})")
-    if not np.isin(array, (0.0, 1.0)).all():
-        raise InputError(f"{where}: {LABEL_SETS_KEY} values must be 0 or 1")
+    bad = first_not_binary(array)
+    if bad is not None:
+        raise InputError(f"{where}: {LABEL_SETS_KEY} row {bad[0]} column {bad[1]} is {bad[2]:g}; values must be "
+                         "0 or 1")
     return array.astype(np.float32)
 
 
@@ -296,7 +322,8 @@ def _checked_inputs(arrays: dict[str, np.ndarray], inputs: Sequence[TensorInfo],
         if arrays[tensor.name].shape[1] != width:
             raise InputError(f"{where}: array {tensor.name!r} has shape {list(arrays[tensor.name].shape)}, "
                              f"the head's input is [rows, {width}]")
-        out[tensor.name] = arrays[tensor.name].astype(tensor.np_dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: _check_input names them
+            out[tensor.name] = arrays[tensor.name].astype(tensor.np_dtype)
     n = next(iter(arrays.values())).shape[0]
     mask = arrays[MASK_KEY].astype(np.float64) if MASK_KEY in arrays else np.ones((n, 0))
     mask_labels = next((t.labels for t in inputs if t.name == MASK_KEY), ())
@@ -306,7 +333,7 @@ def _checked_inputs(arrays: dict[str, np.ndarray], inputs: Sequence[TensorInfo],
         if tensor.name != MASK_KEY:
             index = _column_of(tensor.name, mask_labels)
             column = mask[:, index] if index is not None else np.ones(n)
-            _check_input(tensor, arrays[tensor.name].astype(np.float64), column, where)
+            _check_input(tensor, out[tensor.name], arrays[tensor.name], column, where)
     return out
 
 

@@ -63,6 +63,8 @@ FLAGS: tuple[Flag, ...] = (
     ("--head-calib", "head_calib", str, "other fusion-head data (.npz) that calibrates the heads' INT8"),
     ("--max-map-drop", "max_map_drop", float, "largest mAP loss vs fp32 of a multilabel output that passes, "
                                               "absolute (default 0.02)"),
+    ("--min-embedding-cosine", "min_embedding_cosine", float, "smallest mean cosine similarity with fp32 of an "
+                                                              "embedding output that passes (default 0.98)"),
 )
 
 

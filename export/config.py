@@ -29,7 +29,8 @@ class ExportConfig:
     empty selects every encoder that has evaluation data.
     ``max_accuracy_drop`` is in percentage points; ``max_ccc_drop`` in
     absolute CCC (valence/arousal outputs, see :mod:`edge_mer_export.va`);
-    ``max_map_drop`` in absolute mAP (multilabel outputs).
+    ``max_map_drop`` in absolute mAP (multilabel outputs); ``min_embedding_cosine`` a
+    cosine similarity with FP32 (embedding outputs).
     """
 
     source: Path
@@ -74,6 +75,9 @@ class ExportConfig:
     #: The largest mAP loss (absolute, FP32 minus candidate, on the head data's ``label_sets``) of a
     #: ``multilabel`` output that passes (see :mod:`edge_mer_export.multilabel`).
     max_map_drop: float = 0.02
+    #: The smallest mean cosine similarity with FP32 (over the evaluation rows) of every ``embedding`` output
+    #: that passes (see :mod:`edge_mer_export.embedding`).
+    min_embedding_cosine: float = 0.98
 
     def __post_init__(self) -> None:
         for p in self.precisions:
@@ -99,6 +103,9 @@ class ExportConfig:
         require(isinstance(self.max_map_drop, (int, float)) and not isinstance(self.max_map_drop, bool)
                 and 0.0 <= self.max_map_drop <= 1.0,
                 f"max_map_drop must be in 0..1 (absolute mAP), got {self.max_map_drop}")
+        require(isinstance(self.min_embedding_cosine, (int, float)) and not isinstance(self.min_embedding_cosine, bool)
+                and 0.0 <= self.min_embedding_cosine <= 1.0,
+                f"min_embedding_cosine must be in 0..1, got {self.min_embedding_cosine}")
         require(self.head_calib is None or self.head_eval is not None,
                 "head_calib needs head_eval: the fusion head is exported only with evaluation data")
         require(self.source.suffix != ".onnx" or self.entry is not None,

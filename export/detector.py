@@ -32,10 +32,11 @@ from edge_mer_export.config import ExportConfig
 from edge_mer_export.errors import ExportError
 from edge_mer_export.fp16 import make_fp16
 from edge_mer_export.gate import LATENCY_OPTIONS, measure_latency
-from edge_mer_export.int8 import make_int8, stem_convs
+from edge_mer_export.int8 import make_int8
 from edge_mer_export.onnx_checks import prepare_model
 from edge_mer_export.outputs import candidate_path, with_precisions
 from edge_mer_export.qdq_lint import check_qdq
+from edge_mer_export.qdq_placement import stem_convs
 
 log = logging.getLogger(__name__)
 

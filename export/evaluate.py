@@ -8,7 +8,11 @@ where known, ``[n, 2]`` targets) for its ``valence_arousal`` output, through
 output is compared with FP32 on the class set's inputs. A ``multilabel``
 output is run on the class set's inputs and judged by
 :func:`edge_mer_export.multilabel.multilabel_gate` on the set's
-``label_sets`` (mAP drop, per-label F1). Every model runs
+``label_sets`` (mAP drop, per-label F1). Every output of kind
+``embedding`` is run on the same rows (the class set's, else the
+valence/arousal set's) and compared with FP32's by
+:func:`edge_mer_export.embedding.embedding_gate` (mean cosine similarity at
+least ``min_embedding_cosine``). Every model runs
 through the runtime's ONNX Runtime backend; failed candidates' files are
 deleted so only passing precisions reach the bundle.
 """
@@ -29,9 +33,10 @@ from edge_mer.bundle.loader import sha256_file
 from edge_mer.bundle.schema import PrecisionReport, TensorInfo
 from edge_mer.numeric import softmax
 from edge_mer_export.config import ExportConfig
+from edge_mer_export.embedding import EmbeddingThresholds, embedding_gate
 from edge_mer_export.errors import ExportError
-from edge_mer_export.gate import LATENCY_OPTIONS, GateResult, GateThresholds, gate, measure_latency
-from edge_mer_export.multilabel import MultilabelThresholds, multilabel_gate, with_multilabel
+from edge_mer_export.gate import LATENCY_OPTIONS, GateResult, GateThresholds, gate, measure_latency, with_verdict
+from edge_mer_export.multilabel import MultilabelThresholds, multilabel_gate
 from edge_mer_export.report import PrecisionOutcome
 from edge_mer_export.va import VaThresholds, merge_results, va_gate
 
@@ -93,31 +98,40 @@ class _Outputs:
     probs: np.ndarray | None
     va: np.ndarray | None
     multilabel: np.ndarray | None = None
+    #: Each ``embedding`` output's rows, by output name.
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class _Heads:
-    """The outputs a model is judged on: class, valence/arousal and multilabel (each may be None)."""
+    """The outputs a model is judged on: class, valence/arousal and multilabel (each may be None), embeddings."""
 
     classes: TensorInfo | None
     va: TensorInfo | None
     multilabel: TensorInfo | None
+    embeddings: tuple[TensorInfo, ...] = ()
 
 
 def _outputs(path: Path, precision: str, out: _Heads, classes: EvalSet | None, va: EvalSet | None) -> _Outputs:
-    """The model's class probabilities (softmaxed logits), valence/arousal and multilabel scores on the sets."""
+    """The model's class probabilities (softmaxed logits), valence/arousal, multilabel scores and embeddings."""
     probs = va_values = scores = None
+    embeddings: dict[str, np.ndarray] = {}
+    wanted = [e.name for e in out.embeddings]
     if classes is not None and out.classes is not None:
         names = [out.classes.name] + ([out.va.name] if out.va is not None and va is None else [])
         names += [out.multilabel.name] if out.multilabel is not None else []
-        raw = _run(path, precision, classes.feeds, names)
+        raw = _run(path, precision, classes.feeds, names + wanted)
         probs = raw[out.classes.name].astype(np.float64)
         probs = softmax(probs) if out.classes.kind == "logits" else probs
         va_values = raw.get(out.va.name) if out.va is not None else None
         scores = raw[out.multilabel.name].astype(np.float64) if out.multilabel is not None else None
+        embeddings = {name: raw[name] for name in wanted}
     if va is not None and out.va is not None:
-        va_values = _run(path, precision, va.feeds, [out.va.name])[out.va.name]
-    return _Outputs(probs, None if va_values is None else va_values.astype(np.float64), scores)
+        extra = [] if embeddings else wanted  # without a class set, the embeddings are run on the V/A rows
+        raw = _run(path, precision, va.feeds, [out.va.name] + extra)
+        va_values = raw[out.va.name]
+        embeddings = embeddings or {name: raw[name] for name in extra}
+    return _Outputs(probs, None if va_values is None else va_values.astype(np.float64), scores, embeddings)
 
 
 def _verdict(reference: _Outputs, candidate: _Outputs, out: _Heads, classes: EvalSet | None,
@@ -134,19 +148,25 @@ def _verdict(reference: _Outputs, candidate: _Outputs, out: _Heads, classes: Eva
     if reference.multilabel is not None and out.multilabel is not None and classes is not None:
         ml = multilabel_gate(reference.multilabel, candidate.multilabel, classes.label_sets, out.multilabel,
                              MultilabelThresholds(max_map_drop=cfg.max_map_drop))
-        result = with_multilabel(result, ml)
+        result = with_verdict(result, ml)
+    limits = EmbeddingThresholds(min_cosine=cfg.min_embedding_cosine)
+    for output in out.embeddings:
+        if output.name in reference.embeddings:
+            result = with_verdict(result, embedding_gate(reference.embeddings[output.name],
+                                                         candidate.embeddings[output.name], output, limits))
     return result
 
 
 def judge(cfg: ExportConfig, what: str, fp32: Path, files: dict[str, Path], outputs: Sequence[TensorInfo | None],
-          classes: EvalSet | None, va: EvalSet | None) -> Judged:
+          classes: EvalSet | None, va: EvalSet | None, embeddings: Sequence[TensorInfo] = ()) -> Judged:
     """Gate every candidate in ``files`` against ``fp32``; delete the files of those that fail.
 
     ``outputs`` is ``(class output or None, valence/arousal output or None)``, optionally followed by the
     multilabel output (or None), which is run on the ``classes`` set and judged on its ``label_sets``.
+    ``embeddings`` are the model's outputs of kind ``embedding``, each compared with FP32's on the same rows.
     """
     class_out, va_out, ml_out = (*outputs, None)[:3]
-    heads = _Heads(class_out, va_out, ml_out)
+    heads = _Heads(class_out, va_out, ml_out, tuple(embeddings))
     if (class_out is None or classes is None) and (va_out is None or (va is None and classes is None)):
         raise ExportError(f"{what}: no evaluation data for any output to gate")
     one = {k: v[:1] for k, v in (classes or va).feeds[0].items()}  # type: ignore[union-attr]

@@ -108,6 +108,20 @@ class GateResult:
                                metrics=dict(self.metrics))
 
 
+
+def with_verdict(base: GateResult, extra: GateResult) -> GateResult:
+    """``base`` (the class / valence-arousal verdict) with another output's reasons and metrics added.
+
+    ``base`` keeps its metrics, confusion matrices and thresholds; the
+    larger ``nonfinite_rows`` of the two is kept.
+    """
+    metrics = {**base.metrics, **{k: v for k, v in extra.metrics.items() if k not in base.metrics}}
+    if "nonfinite_rows" in extra.metrics and "nonfinite_rows" in base.metrics:
+        metrics["nonfinite_rows"] = max(base.metrics["nonfinite_rows"], extra.metrics["nonfinite_rows"])
+    reasons = [*base.reasons, *extra.reasons]
+    return GateResult(passed=not reasons, reasons=reasons, metrics=metrics, class_names=base.class_names,
+                      confusion=base.confusion, confusion_fp32=base.confusion_fp32, thresholds=base.thresholds)
+
 def _matrix(values: np.ndarray, what: str, n_classes: int | None = None) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:

@@ -34,6 +34,7 @@ from edge_mer.fusion.learned import MASK_INPUT, head_layout
 from edge_mer_calibration.head import LABEL_SETS_KEY, VA_KEY, HeadRows, read_head_npz
 from edge_mer_calibration.ort_reader import FeedsReader
 from edge_mer_export.config import ExportConfig
+from edge_mer_export.embedding import embedding_outputs
 from edge_mer_export.errors import ExportError
 from edge_mer_export.evaluate import EvalSet, judge
 from edge_mer_export.fp16 import make_fp16
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 
 #: Rows per evaluation batch when the head's inputs have a batch axis.
 EVAL_BATCH = 32
+#: The report's note on a head with a multilabel output, whose data give one class per row from a label set.
+MULTILABEL_TRUTH_NOTE = ("class-gate truth: the head data's `labels`, for label-set rows the first label of each "
+                         "set (edge_mer_calibration.compound.first_members); its accuracy is meaningful only as a "
+                         "drop relative to fp32, the multilabel output is judged on the full label sets")
 
 
 def _heads(bundle: Bundle) -> dict[str, FusionHead]:
@@ -181,12 +186,14 @@ def export_head(cfg: ExportConfig, bundle: Bundle, data: HeadData, out: Path, wo
     labels = [output.labels.index(label) for label in evaluation.labels or ()]
     classes = EvalSet(feeds, labels=labels, label_sets=evaluation.label_sets)
     va = EvalSet(feeds, targets=evaluation.va) if va_out is not None else None
-    judged = judge(cfg, f"fusion head {data.name!r}", fp32, files, (output, va_out, ml_out), classes, va)
+    judged = judge(cfg, f"fusion head {data.name!r}", fp32, files, (output, va_out, ml_out), classes, va,
+                   embedding_outputs(head.outputs))
     updated = with_precisions(out, head, files, judged.reports)  # type: ignore[arg-type]
     result = EncoderResult(name=data.model, modality="fusion", labels=list(output.labels),
                            n_eval=len(evaluation), n_calib=len(calib) if calib is not None else 0,
                            calib_source=str(cfg.head_calib), eval_source=str(cfg.head_eval),
-                           precisions=judged.outcomes, fp32_latency=judged.fp32_latency)
+                           precisions=judged.outcomes, fp32_latency=judged.fp32_latency,
+                           notes=(MULTILABEL_TRUTH_NOTE,) if ml_out is not None else ())
     return updated, result  # type: ignore[return-value]
 
 

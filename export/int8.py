@@ -106,8 +106,7 @@ from edge_mer_export.config import DEFAULT_METHOD, Method
 from edge_mer_export.errors import ExportError
 from edge_mer_export.onnx_checks import first_line, graph_inputs, ort_errors
 from edge_mer_export.qdq_lint import check_qdq
-from edge_mer_export.qdq_placement import (bias_adds, float_consumer_pairs, float_nodes,  # noqa: F401
-                                          fuse_residual_adds, named, stem_convs)
+from edge_mer_export.qdq_placement import float_consumer_pairs, float_nodes, fuse_residual_adds, named
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +242,8 @@ def _calibrate(model: onnx.ModelProto, src: Path, reader_factory: ReaderFactory,
 def _quantize_ort(model: onnx.ModelProto, src: Path, dst: Path, method: str, cache: Path, per_channel: bool,
                   keep_float: Sequence[str] = (), float_inputs: Sequence[str] = ()) -> None:
     renamed = named(model)
-    excluded = [*float_nodes(renamed, float_inputs), *keep_float]
+    by_rule = float_nodes(renamed, float_inputs)
+    excluded = [*by_rule, *keep_float]
     try:
         quantize_static(renamed, str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
@@ -254,7 +254,8 @@ def _quantize_ort(model: onnx.ModelProto, src: Path, dst: Path, method: str, cac
         raise ExportError(f"{src}: INT8 quantization failed: {first_line(exc)}") from None
     quantized = onnx.load(str(dst))
     fused = fuse_residual_adds(quantized)
-    floated = float_consumer_pairs(quantized, QUANTIZED_OP_TYPES)
+    # The Adds left float by rule read float tensors, also where a quantized reader shares the tensor's Q/DQ.
+    floated = float_consumer_pairs(quantized, QUANTIZED_OP_TYPES, float_nodes=by_rule)
     if fused or floated:
         onnx.save(quantized, str(dst))
         log.debug("%s: Add inputs from weighted layers left unquantized for TensorRT fusion: %s; float inputs "
@@ -305,7 +306,7 @@ def make_int8(src: Path, dst: Path, reader_factory: ReaderFactory, *, method: Me
     does.  ``cache_dir`` keeps the calibration ranges between runs (``None``:
     no cache).  ``keep_float`` names nodes (as
     :func:`~edge_mer_export.qdq_placement.named` names them) left in float,
-    e.g. :func:`stem_convs`; ``float_inputs`` names graph inputs whose own
+    e.g. :func:`~edge_mer_export.qdq_placement.stem_convs`; ``float_inputs`` names graph inputs whose own
     path stays float (a fusion head's ``mask``, see the module docstring).  ``src`` should come from :func:`~edge_mer_export.onnx_checks.prepare_model`.  The output
     passes :func:`~edge_mer_export.qdq_lint.check_qdq`.
     """

@@ -29,6 +29,7 @@ from edge_mer_calibration.samples import Sample
 from edge_mer_calibration.va_csv import is_va_csv, read_va_csv
 from edge_mer_export.config import ExportConfig
 from edge_mer_export.detector import export_detector
+from edge_mer_export.embedding import embedding_outputs
 from edge_mer_export.engines import build_engines, write_implicit_cache
 from edge_mer_export.errors import ExportError
 from edge_mer_export.evaluate import EvalSet, judge, thresholds_of
@@ -175,7 +176,8 @@ def export_encoder(cfg: ExportConfig, bundle: Bundle, name: str, out: Path, work
     fp32 = bundle.path(spec.models["fp32"])
     prepared = prepare_model(fp32, work / f"{name}.prepared.onnx")
     files = _candidates(cfg, prepared, out, spec, calib)
-    judged = judge(cfg, name, fp32, files, (spec.class_output, va_output(spec.outputs)), classes, va)
+    judged = judge(cfg, name, fp32, files, (spec.class_output, va_output(spec.outputs)), classes, va,
+                   embedding_outputs(spec.outputs))
     updated = with_precisions(out, spec, files, judged.reports)
     sources = " + ".join(str(p) for p in (eval_path, va_path) if p is not None)
     n_eval = len(evaluation) if evaluation else (len(va.targets) if va is not None else 0)
@@ -240,7 +242,8 @@ def export(cfg: ExportConfig) -> ExportResult:
     report = ExportReport(encoders=results, thresholds=thresholds_of(cfg)[0],
                           host={**host_info(), "engines": engines, "seconds": round(time.monotonic() - started, 1)},
                           detectors=detector_results, heads=[result for _, result in exported.values()],
-                          max_ccc_drop=cfg.max_ccc_drop, max_map_drop=cfg.max_map_drop)
+                          max_ccc_drop=cfg.max_ccc_drop, max_map_drop=cfg.max_map_drop,
+                          min_embedding_cosine=cfg.min_embedding_cosine)
     report_json, report_md = write_report(out / "report", report)
     models = (*updated.values(), *detector_specs.values(), *heads.values())
     # Only what this run converted counts: a precision carried over from the source bundle was gated before.

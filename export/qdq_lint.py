@@ -28,8 +28,9 @@ names the node it found wrong:
   attn·V) has a Q -> DQ pair on each input (TensorRT runs a batched MatMul
   in INT8 only with both operands quantized; one quantized operand only
   adds rounding), and no DequantizeLinear feeds an Add whose sum a Softmax
-  or LayerNormalization normalises (through shape-only ops): the additive
-  mask and the residual stream stay float.
+  or LayerNormalization normalises (through shape-only ops, and element-wise
+  Mul/Div/Sub/Add/Where with a constant operand, see :func:`normaliser`):
+  the additive mask and the residual stream stay float.
 
 These two lists are policy rather than parser limits: TensorRT's
 explicit-quantization guide ("Q/DQ layer-placement recommendations") fuses
@@ -265,12 +266,32 @@ _NORMALISED_SUM = ("the additive attention mask and the residual stream before a
                    "(an INT8 scale set by the -1e4 mask bias would round every score to 0)")
 
 
+#: Element-wise ops through which a normalisation still normalises a sum when their other operand is a constant
+#: (``(scores + mask_bias) * scale -> Softmax``); a Where passes its selected value on beside a constant fill.
+AFFINE_OPS: tuple[str, ...] = ("Mul", "Div", "Sub", "Add", "Where")
+
+
+def _passes_on(user: onnx.NodeProto, name: str, g: Graph) -> bool:
+    """Whether ``user`` carries tensor ``name`` on to its output: a shape op, or an affine op with a constant."""
+    if user.op_type in SHAPE_OPS:
+        return True
+    if user.op_type not in AFFINE_OPS:
+        return False
+    if user.op_type == "Where":  # Where(condition, x, y): the value operand beside a constant fill
+        values = list(user.input[1:3])
+        return name in values and len(values) == 2 and values[1 - values.index(name)] in g.consts
+    operands = list(user.input[:2])
+    if len(operands) != 2 or name not in operands or (user.op_type == "Div" and operands[0] != name):
+        return False  # const / sum is a reciprocal, not a rescaled sum
+    return operands[1 - operands.index(name)] in g.consts
+
+
 def normaliser(name: str, g: Graph, depth: int = 0) -> onnx.NodeProto | None:
-    """The Softmax/normalisation that reads tensor ``name`` through shape-only ops, if any."""
+    """The Softmax/normalisation that reads tensor ``name``, directly or through :func:`_passes_on` ops, if any."""
     for user in g.consumers.get(name, []) if depth <= 8 else []:
         if user.op_type in NORMALISING_OPS and user.input[0] == name:
             return user
-        found = normaliser(user.output[0], g, depth + 1) if user.op_type in SHAPE_OPS else None
+        found = normaliser(user.output[0], g, depth + 1) if _passes_on(user, name, g) else None
         if found is not None:
             return found
     return None

@@ -8,7 +8,8 @@ TensorRT would not fuse:
 * :func:`bias_adds`: an Add with a constant operand is a bias, not a
   residual, and stays float;
 * :func:`normalised_adds`: an Add whose sum a Softmax or LayerNormalization
-  normalises (through shape-only ops) stays float: in attention it adds the
+  normalises (through shape-only ops and element-wise ops with a constant
+  operand, e.g. ``(scores + mask_bias) * scale``) stays float: in attention it adds the
   mask bias (0 or about -1e4) to the scores, whose INT8 scale would then be
   set by the mask and round every real score to 0; before a
   LayerNormalization it is the residual stream, whose mean and variance the
@@ -20,9 +21,10 @@ TensorRT would not fuse:
 * :func:`fuse_residual_adds` (after quantization): the Q/DQ pair on an Add
   input a weighted layer produces is removed, so TensorRT fuses the Add into
   that layer;
-* :func:`float_consumer_pairs` (after quantization): an op of a type that
-  is not quantized but reads a graph input's shared Q/DQ reads the float
-  input again, as it reads every other tensor;
+* :func:`float_consumer_pairs` (after quantization): a node left float (an
+  op of a type that is not quantized, or one of the Adds above) that reads
+  the DequantizeLinear ONNX Runtime shares among an activation's readers
+  reads the float tensor again, as it reads every other tensor;
 * :func:`stem_convs`: a network's first Convs, which a caller may keep float.
 
 Names are those :func:`named` gives (``nodes_to_exclude`` works by name).
@@ -114,21 +116,28 @@ def fuse_residual_adds(model: onnx.ModelProto) -> list[str]:
     return changed
 
 
-def float_consumer_pairs(model: onnx.ModelProto, quantized: Sequence[str]) -> list[str]:
-    """Rewire nodes of op types outside ``quantized`` that read an activation's DQ to its float source.
+def float_consumer_pairs(model: onnx.ModelProto, quantized: Sequence[str], float_nodes: Sequence[str] = ()
+                         ) -> list[str]:
+    """Rewire nodes left float that read an activation's DQ to its float source; return their names.
 
-    ONNX Runtime gives a quantized graph input one Q -> DQ pair shared by all
-    its readers, also those whose op type is not quantized (the speech
-    encoder's embedding functionals, ReduceMean/Slice/Sub over ``logmel``,
-    beside the first Conv). They read the float input instead, as they read
-    any other tensor; a pair left without readers is removed. Returns the
-    rewired nodes' names.
+    ONNX Runtime replaces *every* reader of a quantized activation with its
+    DequantizeLinear when only one reader is quantized (``DedicatedQDQPair``
+    splits the pair only among several quantized readers), so nodes it must
+    leave alone read the DQ too: nodes of op types outside ``quantized``
+    (the speech encoder's embedding functionals, ReduceMean/Slice/Sub over
+    ``logmel``, beside the first Conv) and the nodes named in
+    ``float_nodes`` (the Adds :func:`float_nodes` keeps float: a post-LN
+    residual ``Add(r, f(r))`` whose ``r`` a MatMul also reads, a bias Add, the
+    mask path). They read the float tensor instead, as they read any other
+    tensor; a pair left without readers is removed.
     """
     producers = {o: n for n in model.graph.node for o in n.output}
     constants = _constants(model)
+    kept = set(float_nodes)
     changed = []
     for node in model.graph.node:
-        if node.op_type in quantized or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or (node.op_type in quantized
+                                                                        and node.name not in kept):
             continue
         for k, name in enumerate(node.input):
             dq = producers.get(name)

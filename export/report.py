@@ -28,6 +28,7 @@ import numpy as np
 from edge_mer.names import PRECISIONS
 from edge_mer.config import require, to_dict
 from edge_mer_export.detector import detector_markdown
+from edge_mer_export.embedding import embedding_summary_md
 from edge_mer_export.gate import GateResult, GateThresholds
 from edge_mer_export.multilabel import multilabel_summary_md
 from edge_mer_export.plots import MAX_SCATTER_ROWS as MAX_SCATTER_ROWS
@@ -84,7 +85,9 @@ class EncoderResult:
 
     ``fp32_latency`` is the reference's latency when ``precisions`` has no
     ``fp32`` entry; ``implicit_cache`` a one-line note on the TensorRT
-    implicit-INT8 calibration cache (written, or why it was skipped).
+    implicit-INT8 calibration cache (written, or why it was skipped);
+    ``notes`` one-line remarks on how to read its figures (e.g. what a
+    fusion head's class truth is).
     """
 
     name: str
@@ -97,6 +100,7 @@ class EncoderResult:
     precisions: dict[str, PrecisionOutcome]
     fp32_latency: dict[str, float] | None = None
     implicit_cache: str | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         require(bool(self.name), "encoder name must not be empty")
@@ -119,10 +123,12 @@ class ExportReport:
     #: Per exported face detector: its detection gate per precision (see :mod:`edge_mer_export.detector`).
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The exported fusion heads (see :mod:`edge_mer_export.head`), each named by its model name
-    #: (``fusion_head``, ``fusion_head.<name>``); the valence/arousal CCC and multilabel mAP thresholds.
+    #: (``fusion_head``, ``fusion_head.<name>``); the valence/arousal CCC, multilabel mAP and embedding
+    #: cosine thresholds.
     heads: Sequence[EncoderResult] = ()
     max_ccc_drop: float | None = None
     max_map_drop: float | None = None
+    min_embedding_cosine: float | None = None
 
     def __post_init__(self) -> None:
         names = [e.name for e in (*self.encoders, *self.heads)]
@@ -234,7 +240,7 @@ def _encoder_json(enc: EncoderResult, plots: dict[str, dict[str, str]]) -> dict[
     return {"modality": enc.modality, "labels": list(enc.labels),
             "datasets": {"eval": {"source": enc.eval_source, "n": enc.n_eval},
                          "calibration": {"source": enc.calib_source, "n": enc.n_calib}},
-            "implicit_int8_cache": enc.implicit_cache,
+            "implicit_int8_cache": enc.implicit_cache, "notes": list(enc.notes),
             "precisions": {p: _precision_json(enc, o, plots.get(p, {})) for p, o in _ordered(enc)}}
 
 
@@ -250,6 +256,8 @@ def report_json(report: ExportReport, plots: dict[str, dict[str, dict[str, str]]
         thresholds["max_ccc_drop"] = report.max_ccc_drop
     if report.max_map_drop is not None:
         thresholds["max_map_drop"] = report.max_map_drop
+    if report.min_embedding_cosine is not None:
+        thresholds["min_embedding_cosine"] = report.min_embedding_cosine
     heads = {h.name: _encoder_json(h, plots.get(h.name, {})) for h in report.heads}
     listed = {"fusion_heads": list(heads)} if heads else {}
     return _clean({"format": FORMAT, "created": report.created, "host": dict(report.host),
@@ -288,15 +296,15 @@ def _summary_md(report: ExportReport) -> list[str]:
                          f"{_num(m.get('accuracy_drop_pt'), '.1f')} | {_pct(m.get('agreement'))} | "
                          f"{_num(m.get('kl'), '.3g')} | {_num(p50, '.2f')} | {_result_cell(outcome)} |")
     rows = [(_cell(e.name), p, _metrics_of(e, o), _result_cell(o)) for e in _all(report) for p, o in _ordered(e)]
-    return lines + [""] + va_summary_md(rows) + multilabel_summary_md(rows)
+    return lines + [""] + va_summary_md(rows) + multilabel_summary_md(rows) + embedding_summary_md(rows)
 
 
 def _limit(value: float | None, template: str) -> str:
     return "not gated" if value is None else template.format(value)
 
 
-def _thresholds_md(t: GateThresholds, max_ccc_drop: float | None = None, max_map_drop: float | None = None
-                   ) -> list[str]:
+def _thresholds_md(t: GateThresholds, max_ccc_drop: float | None = None, max_map_drop: float | None = None,
+                   min_embedding_cosine: float | None = None) -> list[str]:
     lines = ["## Thresholds", "",
              f"- accuracy drop at most {t.max_accuracy_drop:g} pt (percentage points of top-1 accuracy vs fp32)",
              f"- top-1 agreement with fp32 at least {100 * t.min_agreement:.1f}%",
@@ -306,11 +314,13 @@ def _thresholds_md(t: GateThresholds, max_ccc_drop: float | None = None, max_map
              f"- valence/arousal CCC lost vs fp32 and vs V/A labels: at most {max_ccc_drop:g} per axis"]
     if max_map_drop is not None:
         lines.append(f"- multilabel outputs: mAP lost vs fp32 on the true label sets at most {max_map_drop:g}")
+    if min_embedding_cosine is not None:
+        lines.append(f"- embedding outputs: mean cosine similarity with fp32 at least {min_embedding_cosine:g}")
     return lines + [""]
 
 
 def _format_metric(name: str, value: float) -> str:
-    if name in ("n_eval", "n_va", "ml_n", "nonfinite_rows"):
+    if name in ("n_eval", "n_va", "ml_n", "nonfinite_rows", "ml_out_of_range_rows"):
         return str(int(value))
     if name == "accuracy_drop_pt":
         return f"{value:.2f} pt"
@@ -347,6 +357,7 @@ def _encoder_md(enc: EncoderResult, plots: dict[str, dict[str, str]]) -> list[st
              f"- calibration data: {calib}"]
     if enc.implicit_cache is not None:
         lines.append(f"- TensorRT implicit-INT8 calibration cache: {_cell(enc.implicit_cache)}")
+    lines += [f"- note: {_cell(note)}" for note in enc.notes]
     lines.append("")
     for precision, outcome in _ordered(enc):
         lines += _precision_md(enc, precision, outcome, plots.get(precision, {}))
@@ -358,7 +369,8 @@ def report_markdown(report: ExportReport, plots: dict[str, dict[str, dict[str, s
     host = ", ".join(f"{k} {v if isinstance(v, str) else json.dumps(_clean(v), sort_keys=True)}"
                      for k, v in report.host.items())
     lines = ["# edge-mer export report", "", f"Created {report.created} on {_cell(host) or 'unknown host'}.", ""]
-    lines += _summary_md(report) + _thresholds_md(report.thresholds, report.max_ccc_drop, report.max_map_drop)
+    lines += _summary_md(report) + _thresholds_md(report.thresholds, report.max_ccc_drop, report.max_map_drop,
+                                                  report.min_embedding_cosine)
     for enc in _all(report):
         lines += _encoder_md(enc, plots.get(enc.name, {}))
     for name, det in report.detectors.items():

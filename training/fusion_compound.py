@@ -47,9 +47,9 @@ from edge_mer.bundle.schema import FusionHead, Manifest, TensorInfo
 from edge_mer.bundle.writer import file_entry
 from edge_mer.config import from_dict, to_dict
 from edge_mer.errors import BundleError, ConfigError
-from edge_mer_calibration.compound import (DU_PAIRS, SINGLE_SHARE, average_precision, best_thresholds,
-                                           compound_pairings, exact_set_accuracy, f1_scores, first_members,
-                                           top1_in_set)
+from edge_mer_calibration.compound import DU_PAIRS, SINGLE_SHARE, compound_pairings, first_members
+from edge_mer_calibration.multilabel_metrics import (average_precision, best_thresholds, exact_set_accuracy,
+                                                     f1_scores, top1_in_set)
 from edge_mer_calibration.pairing import ENCODERS, Pools, pairings
 from fusion_head import EVAL_LABELS, SEED, WEIGHT_DECAYS, StackedHead, fused_labels, head_spec, inner_split
 

@@ -19,6 +19,7 @@ from edge_mer.bundle import load_bundle
 from edge_mer.errors import InputError
 from edge_mer_export.config import ExportConfig
 from edge_mer_export.errors import ExportError
+from edge_mer_export.head import MULTILABEL_TRUTH_NOTE
 from edge_mer_export.onnx_checks import run_model
 from edge_mer_export.pipeline import ExportResult, export
 from edge_mer_export.qdq_lint import check_qdq
@@ -81,6 +82,9 @@ def test_the_report_has_one_section_per_head(exported: ExportResult) -> None:
     markdown = exported.report_md.read_text()
     assert "## Multilabel outputs (mAP, per-label F1)" in markdown
     assert "| fusion_head.compound | int8 |" in markdown and "## fusion_head.attention (fusion)" in markdown
+    # The multilabel head's class truth is one label of each set: the report says its accuracy is relative only.
+    assert report["fusion_head.compound"]["notes"] == [MULTILABEL_TRUTH_NOTE] and report["fusion_head"]["notes"] == []
+    assert f"- note: {MULTILABEL_TRUTH_NOTE}" in markdown
 
 
 def test_the_int8_attention_head_fuses_like_fp32_on_the_evaluation_rows(exported: ExportResult,

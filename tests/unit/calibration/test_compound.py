@@ -1,4 +1,4 @@
-"""compound_pairings (label sets derived by cross-person pairing) and the multi-label metrics.
+"""compound_pairings (label sets derived by cross-person pairing) and first_members (the metrics: test_multilabel_metrics).
 
 The pools are real :class:`Pools` over the default bundle's manifest and
 hand-made held-out outputs: each row peaks at its own label, so a drawn row
@@ -15,9 +15,7 @@ import pytest
 from edge_mer.bundle import default_bundle_path
 from edge_mer.bundle.loader import MANIFEST, parse_manifest
 from edge_mer.errors import InputError
-from edge_mer_calibration.compound import (DU_PAIRS, all_pairs, average_precision, best_thresholds,
-                                           compound_pairings, exact_set_accuracy, f1_scores, first_members,
-                                           top1_in_set)
+from edge_mer_calibration.compound import DU_PAIRS, all_pairs, compound_pairings, first_members
 from edge_mer_calibration.pairing import ENCODERS, Pools
 
 FUSED = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "boredom")
@@ -132,41 +130,5 @@ def test_first_members_follow_label_order() -> None:
     assert first_members(sets, ("a", "b", "c")).tolist() == ["b", "a", "c"]
     with pytest.raises(InputError, match="at least one label"):
         first_members(np.zeros((1, 3)), ("a", "b", "c"))
-
-
-def test_average_precision_is_the_stepwise_area() -> None:
-    targets = np.array([[0, 1], [0, 0], [1, 1], [1, 0]])
-    scores = np.array([[0.1, 0.9], [0.4, 0.5], [0.35, 0.5], [0.8, 0.2]])
-    ap = average_precision(scores, targets)
-    # label 0: ranks 0.8 (+), 0.4 (-), 0.35 (+): (1/2)*1 + (1/2)*(2/3); label 1: 0.9 (+), then a tie of (-, +)
-    assert ap == pytest.approx([1 / 2 + 1 / 3, 1 / 2 + (1 / 2) * (2 / 3)])
-    assert np.isnan(average_precision(scores, np.array([[0, 1]] * 4))[0])
-    sklearn = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(5)
-    y = rng.random((300, 4)) < 0.3
-    s = np.round(rng.random((300, 4)) + 0.4 * y, 2)  # rounding makes ties, which must count as one threshold
-    expected = [sklearn.average_precision_score(y[:, j], s[:, j]) for j in range(4)]
-    assert average_precision(s, y.astype(float)) == pytest.approx(expected)
-
-
-def test_best_thresholds_maximise_f1_and_stay_inside_zero_one() -> None:
-    targets = np.array([[1, 1], [1, 0], [0, 1], [0, 0], [1, 0]])
-    scores = np.array([[0.9, 0.99999], [0.7, 0.2], [0.6, 1.0], [0.1, 0.3], [0.4, 0.1]])
-    thresholds = best_thresholds(scores, targets)
-    # label 0: keeping 0.9, 0.7, 0.6, 0.4 (F1 6/7) beats 0.9, 0.7 (F1 4/5): cut midway 0.4 -> 0.1
-    assert thresholds[0] == pytest.approx(0.25)
-    assert 0.0 < thresholds[1] < 1.0 and thresholds[1] == pytest.approx((0.99999 + 0.3) / 2)
-    f1 = f1_scores(scores, targets, thresholds)
-    assert f1 == pytest.approx([6 / 7, 1.0])
-    assert best_thresholds(scores, np.zeros((5, 2)))[0] == 0.5  # no positives: the default
-    assert exact_set_accuracy(scores, targets, thresholds) == pytest.approx(4 / 5)  # row 2 also turns label 0 on
-    assert top1_in_set(scores, targets) == pytest.approx(4 / 5)  # row 3's top score (0.3) is no member
-
-
-def test_metric_inputs_are_checked() -> None:
-    with pytest.raises(InputError, match=r"2 score rows for 3 label sets"):
-        average_precision(np.zeros((2, 2)), np.zeros((3, 2)))
-    with pytest.raises(InputError, match="only 0 and 1"):
-        f1_scores(np.zeros((2, 2)), np.full((2, 2), 0.5), np.full(2, 0.5))
-    with pytest.raises(InputError, match="3 thresholds for 2 labels"):
-        f1_scores(np.zeros((2, 2)), np.zeros((2, 2)), np.full(3, 0.5))
+    with pytest.raises(InputError, match=r"label sets row 1 column 2 is 0.5; expected 0 or 1"):
+        first_members(np.array([[0, 1, 0], [1, 0, 0.5]]), ("a", "b", "c"))

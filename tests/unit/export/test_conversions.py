@@ -21,6 +21,7 @@ from edge_mer_export.fp16 import make_fp16
 from edge_mer_export.int8 import QUANTIZED_OP_TYPES, make_int8
 from edge_mer_export.onnx_checks import run_model
 from edge_mer_export.qdq_lint import lint_qdq
+from edge_mer_export.qdq_placement import stem_convs
 
 
 def _inits(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]]) -> list[onnx.TensorProto]:
@@ -258,8 +259,8 @@ def test_int8_output_that_fails_the_lint_is_not_written(conv: tuple, tmp_path: P
 def test_stem_convs_are_the_convs_before_the_nth_residual_add(conv: tuple, tmp_path: Path) -> None:
     src, feeds = conv
     model = onnx.load(str(src))
-    assert int8.stem_convs(model, blocks=1) == ["conv1", "conv2"]
-    assert int8.stem_convs(model, blocks=2) == ["conv1", "conv2"]  # one Add only: every Conv is stem
+    assert stem_convs(model, blocks=1) == ["conv1", "conv2"]
+    assert stem_convs(model, blocks=2) == ["conv1", "conv2"]  # one Add only: every Conv is stem
 
 
 def test_int8_keep_float_leaves_those_convs_unquantized(conv: tuple, tmp_path: Path) -> None:

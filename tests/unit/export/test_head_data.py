@@ -11,7 +11,8 @@ import pytest
 
 from attention_models import ATTENTION_INPUTS, SETS_OUTPUT, SPEECH_EMBEDDING, multi_head_rows
 from edge_mer.errors import InputError
-from edge_mer_calibration.head import MAX_ROWS, read_head_npz
+from edge_mer.bundle.schema import TensorInfo
+from edge_mer_calibration.head import MAX_DATA_BYTES, MAX_ROWS, read_head_npz
 from export_models import HEAD_INPUTS, HEAD_LABELS, head_rows, write_claimed_npz, write_head_npz
 
 
@@ -94,7 +95,7 @@ CASES = {
     "empty mask row": "mask row 2 is all zero",
     "masked input not zero": "is masked out (mask 0) but not all zero",
     "not probabilities": "is not probabilities",
-    "nan": "input 'face' has NaN or infinite values",
+    "nan": "input 'face' row 0 column 0 is nan, not a finite float32 value",
     "integer input": "dtype int64, expected float16, float32 or float64",
     "object labels": "expected a 1-d unicode string array",
     "3-d input": "shape [20, 7, 1], expected [rows, width]",
@@ -109,6 +110,51 @@ def test_malformed_head_data_is_one_line_input_error(tmp_path: Path, case: str) 
         _read(tmp_path / "bad.npz")
     message = str(caught.value)
     assert CASES[case] in message and "\n" not in message and str(tmp_path / "bad.npz") in message
+
+
+def test_the_first_bad_mask_value_is_named(tmp_path: Path) -> None:
+    rows = head_rows(20, seed=4)
+    rows["mask"][5, 1] = 0.5
+    with pytest.raises(InputError, match=r"mask row 5 column 1 is 0.5; mask values must be 0 or 1$"):
+        _read(write_head_npz(tmp_path / "mask.npz", rows))
+
+
+def test_values_beyond_the_input_dtype_are_refused_after_the_cast(tmp_path: Path) -> None:
+    rows = {k: v.copy() for k, v in multi_head_rows(12, seed=9).items()}
+    rows[SPEECH_EMBEDDING] = rows[SPEECH_EMBEDDING].astype(np.float64)
+    valid = int(np.flatnonzero(rows["mask"][:, 1] == 1)[0])
+    rows[SPEECH_EMBEDDING][valid, 3] = 1e39  # finite as float64, inf as the float32 the head is fed
+    path = write_head_npz(tmp_path / "big.npz", rows)
+    with pytest.raises(InputError, match=rf"input 'speech.embedding' row {valid} column 3 is 1e\+39, not a finite "
+                                         r"float32 value$"):
+        read_head_npz(path, ATTENTION_INPUTS, HEAD_LABELS, shared=["speech", "label_sets"])
+    half = tuple(TensorInfo(t.name, t.shape, dtype="float16", kind=t.kind, labels=t.labels) for t in ATTENTION_INPUTS)
+    rows[SPEECH_EMBEDDING][valid, 3] = 70000.0  # above float16's largest value (65504)
+    path = write_head_npz(tmp_path / "half.npz", rows)
+    with pytest.raises(InputError, match=rf"row {valid} column 3 is 70000, not a finite float16 value$"):
+        read_head_npz(path, half, HEAD_LABELS, shared=["speech", "label_sets"])
+    rows[SPEECH_EMBEDDING][valid, 3] = 60000.0
+    data = read_head_npz(write_head_npz(tmp_path / "ok.npz", rows), half, HEAD_LABELS, shared=["speech", "label_sets"])
+    assert data.arrays[SPEECH_EMBEDDING].dtype == np.float16 and np.isfinite(data.arrays[SPEECH_EMBEDDING]).all()
+
+
+def test_headers_asking_for_more_data_in_total_than_the_budget_are_refused_before_reading(tmp_path: Path) -> None:
+    # Each header is within the row and width bounds; together they ask for more than MAX_DATA_BYTES.
+    import zipfile
+
+    rows = MAX_ROWS
+    width = MAX_DATA_BYTES // (3 * rows * 8) + 1  # three float64 arrays of this width pass the total
+    assert width <= 1024
+    path = write_claimed_npz(tmp_path / "wide.npz", "face", (rows, width), descr="<f8")
+    with zipfile.ZipFile(path, "a") as zf:  # two more claimed-only members
+        for key in ("speech", "mask"):
+            header = zipfile.ZipFile(write_claimed_npz(tmp_path / f"{key}.npz", key, (rows, width), "<f8")).read(
+                f"{key}.npy")
+            zf.writestr(f"{key}.npy", header)
+    total = 3 * rows * width * 8
+    with pytest.raises(InputError) as caught:
+        _read(path)
+    assert str(caught.value) == (f"{path}: its arrays hold {total} bytes decompressed, at most {MAX_DATA_BYTES}")
 
 
 def test_a_header_claiming_a_billion_rows_is_refused_before_reading(tmp_path: Path) -> None:
@@ -176,11 +222,11 @@ def _multi_edit(rows: dict[str, np.ndarray], case: str) -> dict[str, np.ndarray]
 
 
 MULTI_CASES = {
-    "label sets not 0/1": "label_sets values must be 0 or 1",
+    "label sets not 0/1": "label_sets row 1 column 2 is 0.5; values must be 0 or 1",
     "label sets width": "label_sets has shape [30, 3], expected [rows, 4] (one 0/1 column per label of output 'sets'",
     "label sets missing": "lacks array 'label_sets'",
     "masked embedding not zero": "input 'speech.embedding' row",
-    "embedding nan": "input 'speech.embedding' has NaN or infinite values",
+    "embedding nan": "input 'speech.embedding' row 0 column 0 is inf, not a finite float32 value",
 }
 
 

@@ -1,8 +1,10 @@
-"""The multilabel gate's metrics (edge_mer_export.multilabel) against hand-computed values, and its verdicts."""
+"""The multilabel gate (edge_mer_export.multilabel): its metrics against hand-computed values, and its verdicts.
+
+Average precision and F1 themselves are tested in tests/unit/calibration/test_multilabel_metrics.py.
+"""
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import pytest
@@ -10,34 +12,11 @@ import pytest
 from edge_mer.bundle.schema import TensorInfo
 from edge_mer.errors import ConfigError, InputError
 from edge_mer_export.cli import add_arguments, load_config
-from edge_mer_export.gate import GateResult
-from edge_mer_export.multilabel import (MultilabelThresholds, average_precision, label_f1, multilabel_gate,
-                                        multilabel_metrics, multilabel_output, multilabel_summary_md,
-                                        with_multilabel)
+from edge_mer_export.gate import GateResult, with_verdict
+from edge_mer_export.multilabel import (MultilabelThresholds, multilabel_gate, multilabel_metrics, multilabel_output,
+                                        multilabel_summary_md)
 
 OUTPUT = TensorInfo("sets", ("N", 2), kind="multilabel", labels=("pos", "aroused"), thresholds=(0.5, 0.4))
-
-
-def test_average_precision_by_hand() -> None:
-    # Ranked 0.9(+) 0.8(-) 0.7(+): precision 1 at recall 0.5, 2/3 at recall 1 -> 0.5 * 1 + 0.5 * 2/3.
-    assert average_precision(np.array([0.9, 0.8, 0.7, 0.6, 0.5]), np.array([1, 0, 1, 0, 0])) == pytest.approx(5 / 6)
-    # Tied scores enter together: at 0.8 one of three predicted is positive (recall 0.5), at 0.1 two of four.
-    assert average_precision(np.array([0.9, 0.8, 0.8, 0.1]), np.array([0, 1, 0, 1])) == pytest.approx(
-        0.5 * (1 / 3) + 0.5 * 0.5)
-    assert average_precision(np.array([0.2, 0.1]), np.array([1, 1])) == pytest.approx(1.0)
-    assert math.isnan(average_precision(np.array([0.3, 0.4]), np.array([0, 0])))
-
-
-def test_label_f1_uses_each_labels_threshold() -> None:
-    scores = np.array([[0.9, 0.2], [0.6, 0.7], [0.3, 0.1], [0.5, 0.45]])
-    truth = np.array([[1, 0], [0, 1], [1, 0], [1, 1]])
-    # Label 0 at 0.5: predicted rows 0, 1, 3 (0.5 >= 0.5); TP 2, FP 1, FN 1 -> 4 / 6.
-    # Label 1 at 0.4: predicted rows 1, 3; TP 2 -> 1.0 (at 0.5 it would be 2 / 3).
-    np.testing.assert_allclose(label_f1(scores, truth, (0.5, 0.4)), [2 / 3, 1.0])
-    np.testing.assert_allclose(label_f1(scores, truth, (0.5, 0.5)), [2 / 3, 2 / 3])
-    # A label neither true nor predicted anywhere has no F1 (NaN), and is left out of the mean.
-    quiet = label_f1(np.array([[0.1, 0.9], [0.2, 0.8]]), np.array([[0, 1], [0, 1]]), (0.5, 0.5))
-    assert math.isnan(quiet[0]) and quiet[1] == 1.0
 
 
 def test_multilabel_metrics_by_hand() -> None:
@@ -96,7 +75,7 @@ def test_non_finite_candidates_fail_and_bad_inputs_are_input_errors() -> None:
     candidate[3, 1] = np.nan
     result = multilabel_gate(reference, candidate, truth, OUTPUT, MultilabelThresholds())
     assert not result.passed and result.reasons[0] == "1 of 20 candidate sets outputs are not finite"
-    with pytest.raises(InputError, match="label sets must hold only 0 and 1"):
+    with pytest.raises(InputError, match=r"label sets row \d+ column \d+ is 0.5; expected 0 or 1"):
         multilabel_gate(reference, reference, truth * 0.5, OUTPUT, MultilabelThresholds())
     with pytest.raises(InputError, match=r"label sets have shape \(20, 1\), scores \(20, 2\)"):
         multilabel_gate(reference, reference, truth[:, :1], OUTPUT, MultilabelThresholds())
@@ -114,7 +93,7 @@ def test_merging_keeps_the_class_verdict_and_adds_the_multilabel_one() -> None:
     classes = GateResult(True, [], {"n_eval": 200.0, "accuracy": 0.8}, class_names=("a", "b"),
                          confusion=((1, 0), (0, 1)))
     ml = GateResult(False, ["sets mAP drops 0.100 > 0.02"], {"ml_n": 200.0, "ml_map": 0.7})
-    merged = with_multilabel(classes, ml)
+    merged = with_verdict(classes, ml)
     assert not merged.passed and merged.reasons == ["sets mAP drops 0.100 > 0.02"]
     assert merged.metrics == {"n_eval": 200.0, "accuracy": 0.8, "ml_n": 200.0, "ml_map": 0.7}
     assert merged.confusion == ((1, 0), (0, 1)) and merged.class_names == ("a", "b")
@@ -145,3 +124,41 @@ def test_the_max_map_drop_flag() -> None:
     for bad in ("-0.01", "1.5", "nan"):
         with pytest.raises(ConfigError, match="max_map_drop must be in 0..1"):
             _config("--max-map-drop", bad)
+
+
+def test_label_sets_without_any_positive_row_fail_instead_of_passing_ungated() -> None:
+    reference, _ = _truth(30)
+    result = multilabel_gate(reference, reference, np.zeros((30, 2)), OUTPUT, MultilabelThresholds())
+    assert not result.passed and "ml_map" not in result.metrics
+    assert result.reasons == ["sets: the label sets have no positive row for any label (pos, aroused); mAP is "
+                              "undefined, so the output cannot be gated"]
+
+
+def test_a_label_without_positives_is_left_out_of_map_and_mean_f1_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    reference, truth = _truth(40)
+    truth[:, 1] = 0.0  # 'aroused' never true
+    candidate = reference.copy()
+    candidate[:, 1] = 0.9  # ... and the candidate turns it on everywhere: its F1 there is 0
+    with caplog.at_level("WARNING", logger="edge_mer_export.multilabel"):
+        result = multilabel_gate(reference, candidate, truth, OUTPUT, MultilabelThresholds())
+    m = result.metrics
+    assert "no positive row for aroused" in caplog.text
+    assert m["ml_f1_aroused"] == 0.0 and "ml_ap_aroused" not in m
+    # FP32 and candidate mean F1 both average over 'pos' alone (the labels with a positive row).
+    assert m["ml_mean_f1"] == pytest.approx(m["ml_f1_pos"])
+    assert m["ml_mean_f1_fp32"] == pytest.approx(multilabel_metrics(reference, truth, OUTPUT.thresholds,
+                                                                    OUTPUT.labels)["ml_f1_pos"])
+    assert m["ml_map"] == pytest.approx(m["ml_ap_pos"])
+
+
+def test_candidate_scores_outside_zero_one_fail() -> None:
+    reference, truth = _truth(20)
+    candidate = reference.copy()
+    candidate[2, 0], candidate[5, 1], candidate[5, 0] = 1.02, -0.01, 1.5
+    result = multilabel_gate(reference, candidate, truth, OUTPUT, MultilabelThresholds(max_map_drop=1.0))
+    assert not result.passed and result.metrics["ml_out_of_range_rows"] == 2
+    assert result.reasons == ["2 of 20 candidate sets outputs have a score outside [0, 1], which the runtime refuses"]
+    exact = reference.copy()
+    exact[0] = (0.0, 1.0)  # the bounds themselves are scores the runtime accepts
+    assert multilabel_gate(reference, exact, truth, OUTPUT, MultilabelThresholds(max_map_drop=1.0)).passed
