@@ -8,7 +8,10 @@ Calibration and gate data never share a person:
 - the BlazeFace detector: calibrates on the frames of a make_face_video.py video (seed 7, 60 faces)
   and is gated on another (seed 0, 140 faces); its stem stays float in INT8, a choice made on a
   third video (seed 3) before the gate ran (training/README.md);
-- the fusion head: calibrates on split-A pairings, gated on split-B pairings (``fusion_head.py --head-data``).
+- the fusion heads (every shipped one): calibrate on split-A pairings, gated on split-B pairings
+  (``fusion_attention.py`` writes one file of every head's inputs); the multi-label head's
+  ``label_sets`` there are each row's own label (:func:`with_label_sets`): a fidelity gate against
+  FP32; its figures on compound label sets come from ``fusion_compound.py``.
 
 The gate compares each precision with FP32 on the same inputs (held-out accuracy is the training
 recipes'). The passing files and the manifest of the exported bundle replace the default bundle's;
@@ -43,6 +46,24 @@ def _video(folder: Path, name: str, faces: int, seed: int, shared: Path) -> Path
     return path
 
 
+def with_label_sets(source: Path, target: Path, bundle: Path) -> Path:
+    """``source`` head data plus ``label_sets``: each row's label, one-hot over the multi-label head's labels."""
+    import numpy as np
+
+    from edge_mer.bundle import load_bundle
+
+    heads = load_bundle(bundle).manifest.fusion.named_heads().values()
+    outputs = [o for head in heads for o in head.outputs if o.kind == "multilabel"]
+    with np.load(source, allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    if outputs:
+        labels = outputs[0].labels
+        arrays["label_sets"] = np.array([[float(label == name) for name in labels] for label in arrays["labels"]],
+                                        dtype=np.float32)
+    np.savez_compressed(target, **arrays)
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
@@ -56,6 +77,8 @@ def main() -> None:
     data = args.shared / "data"
     emodb, gu = data / "speech" / "emodb", data / "eeg" / "gu"
     videos = {name: _video(args.videos, name, faces, seed, args.shared) for name, faces, seed in VIDEOS}
+    head_calib = with_label_sets(args.head_data / "head_calib.npz", args.head_data / "head_calib_sets.npz", args.bundle)
+    head_eval = with_label_sets(args.head_data / "head_eval.npz", args.head_data / "head_eval_sets.npz", args.bundle)
     eeg = []
     for name in ("eeg", "eeg_cyton"):
         eeg += ["--calib", f"{name}={gu}", "--calib-groups", f"{name}=sub1,sub2,sub3,sub6",
@@ -65,8 +88,8 @@ def main() -> None:
                     "--calib", f"speech={emodb}", "--calib-groups", "speech=08,09,10,11",
                     "--eval", f"speech={emodb}", "--eval-groups", "speech=12,13,14,15", *eeg,
                     "--detector-calib", str(videos["calib"]), "--detector-eval", str(videos["eval"]),
-                    "--calib-size", "512", "--head-calib", str(args.head_data / "head_calib.npz"),
-                    "--head-eval", str(args.head_data / "head_eval.npz")], check=True)
+                    "--calib-size", "512", "--head-calib", str(head_calib), "--head-eval", str(head_eval)],
+                   check=True)
     for folder in ("face", "speech", "eeg", "fusion"):
         for path in sorted((args.out / folder).glob("*.onnx")):
             shutil.copyfile(path, args.bundle / folder / path.name)

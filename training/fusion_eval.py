@@ -1,11 +1,18 @@
-"""Fused accuracy of every rule and the stacked head against the best single modality, on held-out pairings.
+"""Fused accuracy of every rule and every shipped head against the best single modality, on held-out pairings.
 
 Pairings of split ``B`` (:mod:`pairing`, :mod:`heldout`): CK+48 faces, speakers
 of folds 2-3 and GU subjects 7 8 10 11, none of whom the encoders, the
-temperatures or the head saw; labels drawn uniformly from the six classes
+temperatures or the heads saw; labels drawn uniformly from the six classes
 CK+48 has. Every subset of modalities is scored through the package's own
 rules (``edge_mer.fusion.registry``) built on the bundle, with the bundle's
-weights, as the daemon would fuse one tick.
+weights, as the daemon would fuse one tick; each result carries its
+probabilities and its encoder's embedding (``ModalityResult.embeddings``), so
+heads that read embeddings get them as the runtime gives them.
+
+Every head of the bundle (``fusion.head`` and ``fusion.heads``) is scored
+through the ``learned`` rule with its modality check and without it (keys
+``learned`` / ``learned_unchecked`` for the default head, ``learned.<name>`` /
+``learned_unchecked.<name>`` for the others), on the same pairings.
 
     python training/fusion_eval.py [--bundle edge_mer/assets/default_bundle] [--n 3000] [--precision fp32]
 """
@@ -22,7 +29,7 @@ import heldout
 from edge_mer.bundle import load_bundle
 from edge_mer.fusion.registry import RULES, create_rule
 from edge_mer.results import ModalityResult
-from edge_mer_calibration.pairing import ENCODERS, Pools, pairings
+from edge_mer_calibration.pairing import EMBEDDING, ENCODERS, Pools, embedding_key, pairings
 
 log = logging.getLogger("training.fusion_eval")
 
@@ -34,22 +41,44 @@ UNCHECKED = "learned_unchecked"
 
 
 def results_for(bundle, feeds: dict[str, np.ndarray], i: int) -> list[ModalityResult]:  # noqa: ANN001
+    """The tick's valid results of row ``i``: calibrated probabilities and, where the feeds have it, the embedding."""
     out = []
     for k, name in enumerate(ENCODERS):
         spec = bundle.encoder(name)
         if feeds["mask"][i, k] > 0:
             probs = {spec.label_map[label]: float(p) for label, p in zip(spec.labels, feeds[name][i])}
-            out.append(ModalityResult(spec.modality, name, True, None, probs))
+            key = embedding_key(name)
+            embeddings = {EMBEDDING: feeds[key][i]} if key in feeds else {}
+            out.append(ModalityResult(spec.modality, name, True, None, probs, embeddings=embeddings))
     return out
+
+
+def build_rules(bundle, precision: str) -> dict:  # noqa: ANN001
+    """Every registered rule, then every shipped head with and without its modality check.
+
+    A head not shipped at ``precision`` is left out (logged); the default head must have it (``learned``).
+    """
+    rules = {name: create_rule(name, bundle=bundle, precision=precision) for name in RULES}
+    default = bundle.manifest.fusion.head_name
+    for head, spec in bundle.manifest.fusion.named_heads().items():
+        suffix = "" if head == default else f".{head}"
+        if suffix and precision != "auto" and precision not in spec.models:
+            log.info("head %s has no %s model (has %s): left out", head, precision, ", ".join(spec.models))
+            continue
+        if suffix:
+            rules[f"learned{suffix}"] = create_rule("learned", bundle=bundle, precision=precision, head=head)
+        # The head without its modality check, to show what the check does.
+        rules[f"{UNCHECKED}{suffix}"] = create_rule("learned", bundle=bundle, precision=precision, head=head,
+                                                    min_confidence=0.0, single_passthrough=False, min_skill=0.0)
+    return rules
 
 
 def evaluate(bundle_path: Path, n: int, precision: str) -> dict:
     bundle = load_bundle(bundle_path)
-    pools = Pools(bundle.manifest, heldout.load(), "B")
-    rules = {name: create_rule(name, bundle=bundle, precision=precision) for name in RULES}
-    # The head without its modality check, to show what the check does.
-    rules[UNCHECKED] = create_rule("learned", bundle=bundle, precision=precision, min_confidence=0.0,
-                                   single_passthrough=False, min_skill=0.0)
+    embeddings = all(any(o.kind == "embedding" and o.name == EMBEDDING for o in bundle.encoder(name).outputs)
+                     for name in ENCODERS)
+    pools = Pools(bundle.manifest, heldout.load(), "B", embeddings=embeddings)  # the same rows either way
+    rules = build_rules(bundle, precision)
     weights = bundle.manifest.fusion.weights
     report = {}
     for s, present in enumerate(SCENARIOS):
@@ -65,7 +94,8 @@ def evaluate(bundle_path: Path, n: int, precision: str) -> dict:
                 hits[name] += max(fused, key=fused.get) == truth
         accuracy = {name: h / n for name, h in hits.items()}
         best = max(accuracy[m] for m in present)
-        report["+".join(present)] = {"accuracy": accuracy, "best_single": best, "n": n}
+        report["+".join(present)] = {"accuracy": accuracy, "best_single": best, "n": n, "precision": precision,
+                                     "default_head": bundle.manifest.fusion.head_name}
         log.info("%-24s best single %.3f | %s", "+".join(present), best,
                  " ".join(f"{k} {v:.3f}" for k, v in accuracy.items() if k not in present))
     for rule in rules.values():
@@ -79,10 +109,14 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=root / "edge_mer" / "assets" / "default_bundle")
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--out", type=Path, default=heldout.RESULTS / "fusion_eval.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: results/fusion_eval.json (fp32), results/fusion_eval_<precision>.json otherwise")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     report = evaluate(args.bundle, args.n, args.precision)
+    if args.out is None:
+        suffix = "" if args.precision == "fp32" else f"_{args.precision}"
+        args.out = heldout.RESULTS / f"fusion_eval{suffix}.json"
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
