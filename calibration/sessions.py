@@ -20,6 +20,7 @@ from typing import Any
 
 from edge_mer.preprocess.opencv import cv2
 import numpy as np
+import onnx
 import soundfile
 
 from edge_mer.bundle.loader import MANIFEST, load_bundle
@@ -27,6 +28,7 @@ from edge_mer.bundle.writer import file_entry, write_manifest
 from edge_mer.errors import InputError
 from edge_mer.results import Decision
 from edge_mer_calibration.eeg import GU_CHANNELS, GU_RATE
+from edge_mer_calibration.embeddings import OUTPUT, SURGERY, add_embedding, has_embedding
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +160,10 @@ def build_session(shared: Path, out: Path, labels: Sequence[str] = ("happy", "sa
 
 
 def heldout_bundle(source: Path, out: Path, models: Mapping[str, Path]) -> Path:
-    """A copy of bundle ``source`` whose encoders' fp32 files are replaced by ``models`` (name -> ONNX), rehashed."""
+    """A copy of bundle ``source`` whose encoders' fp32 files are replaced by ``models`` (name -> ONNX), rehashed.
+
+    A model without the ``embedding`` output its encoder declares gets it (:mod:`edge_mer_calibration.embeddings`).
+    """
     bundle = load_bundle(source)
     shutil.copytree(bundle.root, out)
     (out / MANIFEST).unlink()
@@ -166,7 +171,11 @@ def heldout_bundle(source: Path, out: Path, models: Mapping[str, Path]) -> Path:
     for name, model in models.items():
         spec = bundle.encoder(name)
         rel = spec.models["fp32"].path
-        shutil.copyfile(model, out / rel)
+        proto = onnx.load(str(model))
+        if any(o.kind == "embedding" and o.name == OUTPUT for o in spec.outputs) and not has_embedding(proto):
+            # The fold models share the shipped architecture, so they get the shipped encoder's embedding.
+            add_embedding(proto, name if name in SURGERY else spec.modality)
+        onnx.save(proto, str(out / rel))
         encoders[name] = replace(spec, models={"fp32": file_entry(out, rel)}, precisions={})  # fp32 only
     write_manifest(out, replace(bundle.manifest, encoders=encoders))
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,16 @@ def results_for(bundle, feeds: dict[str, np.ndarray], i: int) -> list[ModalityRe
             embeddings = {EMBEDDING: feeds[key][i]} if key in feeds else {}
             out.append(ModalityResult(spec.modality, name, True, None, probs, embeddings=embeddings))
     return out
+
+
+def paired(default: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """``other`` against the default head on the same pairings: how many only it gets right (``better``),
+    how many only the default does (``worse``), and the exact two-sided McNemar p-value."""
+    better, worse = int((other & ~default).sum()), int((default & ~other).sum())
+    n = better + worse
+    tail = sum(math.comb(n, k) for k in range(min(better, worse) + 1))
+    p = 1.0 if n == 0 else min(1.0, 2 * tail / 2 ** n)
+    return {"better": better, "worse": worse, "p": p}
 
 
 def build_rules(bundle, precision: str) -> dict:  # noqa: ANN001
@@ -84,6 +95,7 @@ def evaluate(bundle_path: Path, n: int, precision: str) -> dict:
     for s, present in enumerate(SCENARIOS):
         feeds, y = pairings(pools, LABELS, n, np.random.default_rng(SEED + s), present)
         hits = {name: 0 for name in list(present) + list(rules)}
+        right = {name: np.zeros(n, dtype=bool) for name in rules}
         for i in range(n):
             results = results_for(bundle, feeds, i)
             truth = LABELS[y[i]]
@@ -91,11 +103,14 @@ def evaluate(bundle_path: Path, n: int, precision: str) -> dict:
                 hits[result.encoder] += result.label == truth
             for name, rule in rules.items():
                 fused = rule.fuse(results, weights)
-                hits[name] += max(fused, key=fused.get) == truth
+                right[name][i] = max(fused, key=fused.get) == truth
+                hits[name] += right[name][i]
         accuracy = {name: h / n for name, h in hits.items()}
         best = max(accuracy[m] for m in present)
         report["+".join(present)] = {"accuracy": accuracy, "best_single": best, "n": n, "precision": precision,
-                                     "default_head": bundle.manifest.fusion.head_name}
+                                     "default_head": bundle.manifest.fusion.head_name,
+                                     "vs_default": {name: paired(right["learned"], hits_of)
+                                                    for name, hits_of in right.items() if name != "learned"}}
         log.info("%-24s best single %.3f | %s", "+".join(present), best,
                  " ".join(f"{k} {v:.3f}" for k, v in accuracy.items() if k not in present))
     for rule in rules.values():

@@ -10,7 +10,7 @@ the fusion head and the temperatures were fitted on other people (folds
 0-1, subjects 1 2 3 6, FER2013 PublicTest). EEG has no model above chance,
 so every session has one modality at chance.
 
-    python training/replay_eval.py [--rules learned,reliability,weighted_mean] [--out /tmp/edge-mer-replay]
+    python training/replay_eval.py [--rules learned,learned:attention,reliability,monte_carlo] [--out /tmp/edge-mer-replay]
 """
 from __future__ import annotations
 
@@ -46,10 +46,13 @@ def run_session(shared: Path, out: Path, spec: tuple[str, int, str, int], rules:
     segments = json.loads((session / "session.json").read_text())["labels"]
     report: dict = {"speaker": speaker, "subject": subject, "labels": list(labels), "rules": {}}
     for rule in rules:
-        path = out / f"decisions_{rule}.jsonl"
+        # ``learned:attention`` is the learned rule running the shipped head ``attention``.
+        name, _, head = rule.partition(":")
+        path = out / f"decisions_{rule.replace(':', '_')}.jsonl"
         subprocess.run([sys.executable, "-m", "edge_mer.cli.main", "run", "--replay", str(session), "--fast",
-                        "--bundle", str(bundle), "--rate-hz", str(RATE_HZ), "--fusion-rule", rule,
-                        "--jsonl", str(path)], check=True, stdout=subprocess.DEVNULL)
+                        "--bundle", str(bundle), "--rate-hz", str(RATE_HZ), "--fusion-rule", name,
+                        *(["--fusion-head", head] if head else []), "--jsonl", str(path)],
+                       check=True, stdout=subprocess.DEVNULL)
         scores = score_decisions([json.loads(line) for line in path.read_text().splitlines()], segments, SKIP_S)
         report["rules"][rule] = scores["fused_accuracy"]
         report["modalities"] = {m: s["accuracy"] for m, s in scores["modalities"].items()}
