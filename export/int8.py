@@ -38,7 +38,8 @@ Runtime.  ONNX Runtime's ``quantize_static`` writes it with:
   feeds them, and the Q/DQ after them is only the input quantization of
   the MatMul/Gemm that reads them.  The sums they normalise stay float too
   (:func:`~edge_mer_export.qdq_placement.normalised_adds`: the additive
-  mask bias on the scores, the residual Add before a LayerNormalization),
+  mask bias on the scores, the residual Add before a LayerNormalization,
+  also the last one, whose [CLS] token a Gather selects for the final norm),
   as does every Add on the path of ``float_inputs`` alone (the head's
   ``mask``, :func:`~edge_mer_export.qdq_placement.float_path_adds`).
   Transpose, Reshape and Mul are not quantized op types: Q/DQ sits after

@@ -29,8 +29,9 @@ names the node it found wrong:
   in INT8 only with both operands quantized; one quantized operand only
   adds rounding), and no DequantizeLinear feeds an Add whose sum a Softmax
   or LayerNormalization normalises (through shape-only ops, and element-wise
-  Mul/Div/Sub/Add/Where with a constant operand, see :func:`normaliser`):
-  the additive mask and the residual stream stay float.
+  Mul/Div/Sub/Add/Where with a constant operand, and Gather/Slice with
+  constant indices, e.g. the [CLS] token before the final norm, see
+  :func:`normaliser`): the additive mask and the residual stream stay float.
 
 These two lists are policy rather than parser limits: TensorRT's
 explicit-quantization guide ("Q/DQ layer-placement recommendations") fuses
@@ -269,12 +270,16 @@ _NORMALISED_SUM = ("the additive attention mask and the residual stream before a
 #: Element-wise ops through which a normalisation still normalises a sum when their other operand is a constant
 #: (``(scores + mask_bias) * scale -> Softmax``); a Where passes its selected value on beside a constant fill.
 AFFINE_OPS: tuple[str, ...] = ("Mul", "Div", "Sub", "Add", "Where")
+#: Ops selecting part of their first input by constant indices (``Gather(x, 0)``: the [CLS] token before a norm).
+SELECTION_OPS: tuple[str, ...] = ("Gather", "Slice")
 
 
 def _passes_on(user: onnx.NodeProto, name: str, g: Graph) -> bool:
-    """Whether ``user`` carries tensor ``name`` on to its output: a shape op, or an affine op with a constant."""
+    """Whether ``user`` carries ``name`` on: a shape op, a selection or an affine op with constant other inputs."""
     if user.op_type in SHAPE_OPS:
         return True
+    if user.op_type in SELECTION_OPS:
+        return user.input[0] == name and all(not i or i in g.consts for i in user.input[1:])
     if user.op_type not in AFFINE_OPS:
         return False
     if user.op_type == "Where":  # Where(condition, x, y): the value operand beside a constant fill

@@ -9,7 +9,8 @@ TensorRT would not fuse:
   residual, and stays float;
 * :func:`normalised_adds`: an Add whose sum a Softmax or LayerNormalization
   normalises (through shape-only ops and element-wise ops with a constant
-  operand, e.g. ``(scores + mask_bias) * scale``) stays float: in attention it adds the
+  operand, e.g. ``(scores + mask_bias) * scale``, and constant-index selections, e.g. the
+  [CLS] token ``Gather`` before a transformer's final norm) stays float: in attention it adds the
   mask bias (0 or about -1e4) to the scores, whose INT8 scale would then be
   set by the mask and round every real score to 0; before a
   LayerNormalization it is the residual stream, whose mean and variance the

@@ -49,3 +49,14 @@ def update_fusion(bundle: Path, fusion: FusionSpec) -> Path:
     """Replace the fusion section of ``bundle/manifest.json``."""
     old = parse_manifest(json.loads((bundle / MANIFEST).read_text(encoding="utf-8")))
     return write_manifest(bundle, dataclasses.replace(old, fusion=fusion))
+
+
+def set_default_head(bundle: Path, name: str) -> Path:
+    """Make shipped head ``name`` the default (``fusion.head``), keeping every head."""
+    old = parse_manifest(json.loads((bundle / MANIFEST).read_text(encoding="utf-8")))
+    heads = old.fusion.named_heads()
+    if name not in heads:
+        raise SystemExit(f"bundle {bundle} ships no head {name!r} (it has: {', '.join(heads)})")
+    default = heads.pop(name)
+    fusion = dataclasses.replace(old.fusion, head=default, head_name=name, heads=heads)
+    return write_manifest(bundle, dataclasses.replace(old, fusion=fusion))

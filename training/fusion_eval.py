@@ -118,12 +118,47 @@ def evaluate(bundle_path: Path, n: int, precision: str) -> dict:
     return report
 
 
+#: The scenario a new default head must win: the multimodal case every deployment has.
+MAIN_SCENARIO = "face+speech"
+ALPHA = 0.05
+
+
+def choose_default(report: dict, bundle) -> str:  # noqa: ANN001
+    """The head that should be the default: the current one unless a single-label head is better there.
+
+    Better means: significantly more accurate than the default head on the same
+    pairings of :data:`MAIN_SCENARIO` (exact McNemar, p < :data:`ALPHA`) and not
+    significantly less accurate in any scenario; among several, the one most
+    accurate over the scenarios of two or more modalities. Heads with a
+    multilabel output are left out (they would change every decision's format).
+    """
+    fusion = bundle.manifest.fusion
+    candidates = {}
+    for head, spec in fusion.named_heads().items():
+        key = f"learned.{head}"
+        if head == fusion.head_name or any(o.kind == "multilabel" for o in spec.outputs):
+            continue
+        if key not in report[MAIN_SCENARIO]["vs_default"]:
+            continue
+        tests = {s: r["vs_default"][key] for s, r in report.items()}
+        main = tests[MAIN_SCENARIO]
+        worse = [s for s, t in tests.items() if t["worse"] > t["better"] and t["p"] < ALPHA]
+        if main["better"] > main["worse"] and main["p"] < ALPHA and not worse:
+            multi = [r["accuracy"][key] for s, r in report.items() if "+" in s]
+            candidates[head] = sum(multi) / len(multi)
+        log.info("%s against %s: %s", head, fusion.head_name,
+                 " ".join(f"{s} +{t['better']}/-{t['worse']} p={t['p']:.3g}" for s, t in tests.items()))
+    return max(candidates, key=candidates.get) if candidates else fusion.head_name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     root = Path(__file__).resolve().parents[1]
     parser.add_argument("--bundle", type=Path, default=root / "edge_mer" / "assets" / "default_bundle")
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--choose-default", action="store_true",
+                        help="make the head that beats the default on these pairings the default (choose_default)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: results/fusion_eval.json (fp32), results/fusion_eval_<precision>.json otherwise")
     args = parser.parse_args()
@@ -133,6 +168,14 @@ def main() -> None:
         suffix = "" if args.precision == "fp32" else f"_{args.precision}"
         args.out = heldout.RESULTS / f"fusion_eval{suffix}.json"
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.choose_default:
+        from bundle_manifest import set_default_head
+
+        bundle = load_bundle(args.bundle)
+        chosen = choose_default(report, bundle)
+        log.info("default head: %s (was %s)", chosen, bundle.manifest.fusion.head_name)
+        if chosen != bundle.manifest.fusion.head_name:
+            set_default_head(args.bundle, chosen)
 
 
 if __name__ == "__main__":

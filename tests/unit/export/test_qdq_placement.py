@@ -137,3 +137,60 @@ def test_the_lint_refuses_qdq_on_a_sum_normalised_through_a_constant_rescale(op:
     assert [p.split(":")[0] for p in refused] == ["DequantizeLinear 'q_scores_DQ'", "DequantizeLinear 'mask_bias_DQ'"]
     live = lint_qdq(_quantized_mask_sum(_scaled_scores("Live")))
     assert not any("feeds Add node 'masked_scores'" in p for p in live)
+
+
+TOKENS = 3
+
+
+def cls_readout(select: str) -> onnx.ModelProto:
+    """tokens -> MatMul+bias -> Relu r; Add(r, MatMul(r)+bias) -> ``select`` token 0 -> LayerNorm -> MatMul -> Softmax.
+
+    The last residual Add of a pre-LN transformer: its sum reaches the final LayerNormalization only through the
+    selection of the [CLS] token (``Gather``/``Slice`` with constant indices; ``LiveGather``: indices an input).
+    """
+    rng = np.random.default_rng(3)
+    inits = {"W0": rng.normal(0, 0.5, (WIDTH, WIDTH)), "b0": rng.normal(0, 0.1, WIDTH),
+             "W1": rng.normal(0, 0.5, (WIDTH, WIDTH)), "b1": rng.normal(0, 0.1, WIDTH),
+             "gamma": np.ones(WIDTH), "beta": np.zeros(WIDTH), "W2": rng.normal(0, 0.8, (WIDTH, 4))}
+    tensors = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in inits.items()]
+    tensors += [numpy_helper.from_array(np.array(v, dtype=np.int64), k)
+                for k, v in {"cls": 0, "start": [0], "stop": [1], "axis": [1]}.items()]
+    chosen = {"Gather": helper.make_node("Gather", ["s", "cls"], ["token"], name="select", axis=1),
+              "Slice": helper.make_node("Slice", ["s", "start", "stop", "axis"], ["token"], name="select"),
+              "LiveGather": helper.make_node("Gather", ["s", "index"], ["token"], name="select", axis=1)}[select]
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["h"], name="proj"),
+             helper.make_node("Add", ["h", "b0"], ["hb"], name="proj_bias"),
+             helper.make_node("Relu", ["hb"], ["r"], name="act"),
+             helper.make_node("MatMul", ["r", "W1"], ["m"], name="ffn"),
+             helper.make_node("Add", ["m", "b1"], ["mb"], name="ffn_bias"),
+             helper.make_node("Add", ["r", "mb"], ["s"], name="last_residual"), chosen,
+             helper.make_node("LayerNormalization", ["token", "gamma", "beta"], ["n"], name="norm", axis=-1),
+             helper.make_node("MatMul", ["n", "W2"], ["logits"], name="classifier"),
+             helper.make_node("Softmax", ["logits"], ["probs"], name="probs_softmax", axis=-1)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", TOKENS, WIDTH])]
+    if select == "LiveGather":
+        inputs.append(helper.make_tensor_value_info("index", TensorProto.INT64, []))
+    shape = ["N", 1, 4] if select == "Slice" else ["N", 4]  # Gather of a scalar index drops the token axis
+    output = helper.make_tensor_value_info("probs", TensorProto.FLOAT, shape)
+    graph = helper.make_graph(nodes, "cls_readout", inputs, [output], initializer=tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("select", ["Gather", "Slice"])
+def test_the_last_residual_add_whose_cls_token_the_final_norm_reads_stays_float(select: str, tmp_path: Path) -> None:
+    model = cls_readout(select)
+    assert normaliser("s", index_graph(model)).name == "norm"
+    assert "last_residual" in normalised_adds(model)
+    src = tmp_path / "cls.onnx"
+    onnx.save(model, str(src))
+    calib = [{"x": np.random.default_rng(i).normal(0, 1, (1, TOKENS, WIDTH)).astype(np.float32)} for i in range(32)]
+    dst = make_int8(src, tmp_path / "cls.int8.onnx", lambda: FeedsReader(calib))  # lints clean, or raises
+    by_name = {n.name: n for n in onnx.load(str(dst)).graph.node}
+    assert list(by_name["last_residual"].input) == ["r", "mb"]  # both summands float, no DequantizeLinear
+    assert by_name["ffn"].input[0] != "r"  # the FFN MatMul still reads a quantized r
+
+
+def test_a_selection_by_live_indices_is_not_followed() -> None:
+    assert normalised_adds(cls_readout("LiveGather")) == []
