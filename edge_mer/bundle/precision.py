@@ -7,6 +7,9 @@ from edge_mer.bundle.schema import DetectorSpec, EncoderSpec, FileEntry, FusionH
 from edge_mer.errors import BundleError
 from edge_mer.names import AUTO, Precision
 
+#: On ONNX Runtime a lower precision replaces fp32 only when it measured at least this much faster: gate
+#: timings on a shared host move by several percent between runs, and fp32 is the reference.
+AUTO_MARGIN = 0.10
 #: On TensorRT, host CPU timings say nothing about the GPU: prefer the lowest precision that passed.
 TRT_PREFERENCE: tuple[Precision, ...] = ("int8", "fp16", "fp32")
 _TENSORRT = "tensorrt"
@@ -22,7 +25,8 @@ def resolve_precision(name: str, spec: EncoderSpec | FusionHead | DetectorSpec, 
 
     ``auto`` picks, among precisions that passed the export gate (fp32 always
     counts), the one with the lowest measured CPU latency for ONNX Runtime (so
-    INT8 is never chosen where it measured slower than FP32), and the lowest
+    INT8 is never chosen where it measured slower than FP32; and fp32 unless
+    the fastest measured at least :data:`AUTO_MARGIN` faster), and the lowest
     passed precision for TensorRT. A model without gate results runs fp32.
     Asking for a precision the bundle lacks, or one that failed its gate, is
     a one-line error.
@@ -35,7 +39,13 @@ def resolve_precision(name: str, spec: EncoderSpec | FusionHead | DetectorSpec, 
         if backend == _TENSORRT:
             return next(p for p in TRT_PREFERENCE if p in passed)
         timed = [p for p in passed if p in reports and reports[p].cpu_latency_ms is not None]
-        return min(timed, key=lambda p: reports[p].cpu_latency_ms) if timed else "fp32"
+        if not timed:
+            return "fp32"
+        fastest = min(timed, key=lambda p: reports[p].cpu_latency_ms)
+        fp32 = reports["fp32"].cpu_latency_ms if "fp32" in timed else None
+        if fp32 is not None and reports[fastest].cpu_latency_ms > (1.0 - AUTO_MARGIN) * fp32:
+            return "fp32"  # within the noise of the gate's timing: keep the reference
+        return fastest
     if requested in reports and not reports[requested].passed:
         raise BundleError(f"{what}: {requested} failed its export gate ({reports[requested].reason}); "
                           "choose another --precision or auto")

@@ -7,7 +7,7 @@ import pytest
 from edge_mer.bundle import default_bundle_path, load_bundle
 from edge_mer.bundle.schema import FileEntry, PrecisionReport
 from edge_mer.errors import BundleError
-from edge_mer.bundle.precision import resolve_precision
+from edge_mer.bundle.precision import AUTO_MARGIN, resolve_precision
 
 FAKE = FileEntry("face/x.onnx", "0" * 64)
 
@@ -27,8 +27,17 @@ def test_auto_without_gate_results_is_fp32() -> None:
 def test_the_default_bundle_face_runs_int8_on_tensorrt_and_its_fastest_on_onnxruntime() -> None:
     spec = load_bundle(default_bundle_path()).encoder("face")
     assert resolve_precision("face", spec, "auto", "tensorrt") == "int8"
-    fastest = min(spec.precisions, key=lambda p: spec.precisions[p].cpu_latency_ms)
-    assert resolve_precision("face", spec, "auto", "onnxruntime") == fastest
+    latency = {p: r.cpu_latency_ms for p, r in spec.precisions.items()}
+    fastest = min(latency, key=latency.get)
+    expected = fastest if latency[fastest] <= (1 - AUTO_MARGIN) * latency["fp32"] else "fp32"
+    assert resolve_precision("face", spec, "auto", "onnxruntime") == expected
+
+
+def test_a_lower_precision_must_be_clearly_faster_to_replace_fp32() -> None:
+    near = _spec(fp32=PrecisionReport(True, None, 0.62), fp16=PrecisionReport(True, None, 0.57))
+    assert resolve_precision("face", near, "auto", "onnxruntime") == "fp32"  # 8% apart: timing noise
+    clear = _spec(fp32=PrecisionReport(True, None, 0.62), fp16=PrecisionReport(True, None, 0.50))
+    assert resolve_precision("face", clear, "auto", "onnxruntime") == "fp16"
 
 
 def test_auto_picks_the_fastest_passed_precision_on_onnxruntime() -> None:
