@@ -57,7 +57,7 @@ from edge_mer.bundle.loader import MANIFEST, parse_manifest
 from edge_mer.bundle.schema import FusionHead, Manifest, TensorInfo
 from edge_mer.bundle.writer import file_entry
 from edge_mer_calibration.pairing import EMBEDDING, ENCODERS, Pools, embedding_key, pairings
-from fusion_head import EVAL_LABELS, FLOOR, SEED as STACKED_SEED, fused_labels, head_spec, inner_split, \
+from fusion_head import EVAL_LABELS, FLOOR, SEED as STACKED_SEED, fit, fused_labels, head_spec, inner_split, \
     write_head_data
 
 log = logging.getLogger("training.fusion_attention")
@@ -223,16 +223,7 @@ def train(kind: str, pools: Pools, labels: tuple[str, ...], config: tuple[float,
     opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     head.train()
-    for step in range(steps):
-        idx = torch.from_numpy(rng.integers(rows, size=batch))
-        loss = nn.functional.cross_entropy(head.logits({k: v[idx] for k, v in data.items()}), target[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 1000 == 0:
-            log.info("%s step %d: loss %.4f", kind, step, loss.item())
-    return head.eval()
+    return fit(head, data, target, opt, sched, steps, batch, rng, f"{kind} ")
 
 
 @torch.no_grad()

@@ -87,15 +87,22 @@ def train_head(pools: Pools, labels: tuple[str, ...], weight_decay: float, steps
     head = StackedHead({name: pools.rows[name].shape[1] for name in ENCODERS}, len(labels))
     opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    return fit(head, data, target, opt, sched, steps, batch, rng)
+
+
+def fit(head: nn.Module, data: dict[str, torch.Tensor], target: torch.Tensor, opt: torch.optim.Optimizer,
+        sched: torch.optim.lr_scheduler.LRScheduler, steps: int, batch: int, rng: np.random.Generator,
+        tag: str = "") -> nn.Module:
+    """Cross-entropy on ``steps`` minibatches of ``batch`` rows drawn with ``rng`` (shared by the head recipes)."""
     for step in range(steps):
-        idx = torch.from_numpy(rng.integers(rows, size=batch))
+        idx = torch.from_numpy(rng.integers(len(target), size=batch))
         loss = nn.functional.cross_entropy(head.logits({k: v[idx] for k, v in data.items()}), target[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if step % 1000 == 0:
-            log.info("step %d: loss %.4f", step, float(loss))
+            log.info("%sstep %d: loss %.4f", tag, step, loss.item())
     return head.eval()
 
 
