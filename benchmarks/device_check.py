@@ -149,21 +149,13 @@ def _head_inputs(bundle: Bundle, name: str, n: int,
         valid = rng.random(len(mask.labels)) < 0.7
         valid[rng.integers(len(valid))] = True  # at least one encoder has a result
         on = dict(zip(mask.labels, valid))
-        sample = {}
-        for t in head.inputs:
-            if t.name == "mask":
-                continue
+        sample = {"mask": valid.astype(mask.dtype)[None]}
+        for t in (t for t in head.inputs if t.name != "mask"):
             width = int(t.shape[-1])
             row = rng.dirichlet(np.full(width, 0.5)) if t.kind == "probs" else rng.normal(0.0, 1.0, width)
             sample[t.name] = (row if on[t.name.partition(".")[0]] else np.zeros(width)).astype(t.dtype)[None]
-        feeds.append({**sample, "mask": valid.astype(mask.dtype)[None]})
-    return feeds, tuple(t.name for t in head.outputs if t.kind in ("probs", "logits", "multilabel")), 0
-
-
-def _head_name(bundle: Bundle, model: str) -> str | None:
-    """The shipped head whose model name (``bundle_refs``) is ``model``, or None."""
-    return next((name for name in bundle.manifest.fusion.named_heads()
-                 if head_model_name(bundle.manifest, name) == model), None)
+        feeds.append(sample)
+    return feeds, tuple(t.name for t in head.outputs if t.kind in ("probs", "logits")), 0
 
 
 def model_inputs(bundle: Bundle, model: str, n: int, seed: int,
@@ -175,7 +167,8 @@ def model_inputs(bundle: Bundle, model: str, n: int, seed: int,
         return _encoder_inputs(bundle, model, n, rng, session)
     if model.startswith("detector.") and model.removeprefix("detector.") in bundle.manifest.detectors:
         return _detector_inputs(bundle, model.removeprefix("detector."), n, session)
-    head = _head_name(bundle, model)
+    # A shipped head, by its model name in bundle_refs (``fusion_head``, ``fusion_head.<name>``).
+    head = next((h for h in bundle.manifest.fusion.named_heads() if head_model_name(bundle.manifest, h) == model), None)
     if head is not None:
         return _head_inputs(bundle, head, n, rng)
     raise ValueError(f"model {model!r} is no encoder, detector or fusion head of bundle {bundle.manifest.name}")
