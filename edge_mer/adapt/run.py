@@ -55,7 +55,8 @@ def _calibration(result: EncoderResult, session: Session, options: AdaptOptions)
 def _head_entry(result: EncoderResult, session: Session, options: AdaptOptions) -> tuple[EncoderSpec, str, bytes]:
     """The per-user head's encoder entry, its overlay path and its ONNX bytes."""
     spec, head = result.windows.spec, result.head
-    data = head_model(head, spec.inputs[0])
+    embedding = next((o for o in spec.outputs if o.kind == "embedding"), None)
+    data = head_model(head, spec.inputs[0], embedding=embedding)
     digest = hashlib.sha256(data).hexdigest()
     path = f"user/{result.windows.encoder}-{digest[:12]}.onnx"
     dataset, split = f"session {session.root.name}", _split(options)
@@ -64,7 +65,9 @@ def _head_entry(result: EncoderResult, session: Session, options: AdaptOptions) 
                Metric("ece", round(result.after.ece, 4), dataset, split, result.after.n))
     entry = dataclasses.replace(
         spec, models={"fp32": FileEntry(path, digest)},
-        outputs=(TensorInfo(OUTPUT, ("N", len(head.classes)), kind="probs", labels=head.classes),),
+        outputs=(TensorInfo(OUTPUT, ("N", len(head.classes)), kind="probs", labels=head.classes),
+                 *([dataclasses.replace(embedding, description="the user's standardised features")]
+                   if embedding is not None else [])),
         label_map={c: c for c in head.classes}, metrics=metrics, precisions={}, calibration=None,
         provenance=Provenance(source="edge-mer adapt: multinomial logistic regression on standardised features "
                                      f"(l2 {options.head_l2:g})",

@@ -84,7 +84,8 @@ def overlay(tmp_path: Path) -> tuple[Path, Path]:
     shutil.copytree(default_bundle_path(), base)
     rng = np.random.default_rng(0)
     head = fit_linear_head(rng.normal(size=(30, 10, 5)), np.arange(30) % 3, ("happy", "sad", "fear"), 0.1)
-    data = head_model(head, TensorInfo("de", ("N", 10, 5), layout="NCF"))
+    data = head_model(head, TensorInfo("de", ("N", 10, 5), layout="NCF"),
+                      embedding=TensorInfo("embedding", ("N", 50), kind="embedding"))  # as the shipped eeg has
     root = tmp_path / "user"
     (root / "user").mkdir(parents=True)
     (root / "user" / "eeg.onnx").write_bytes(data)

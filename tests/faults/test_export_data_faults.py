@@ -41,7 +41,7 @@ def _headless(root: Path) -> Path:
     """The default bundle without its fusion head (the default bundle ships one)."""
     bundle = load_bundle(default_bundle_path())
     shutil.copytree(bundle.root, root)
-    fusion = dataclasses.replace(bundle.manifest.fusion, rule="weighted_mean", head=None)
+    fusion = dataclasses.replace(bundle.manifest.fusion, rule="weighted_mean", head=None, heads={})
     write_manifest(root, dataclasses.replace(bundle.manifest, fusion=fusion))
     return root
 
@@ -87,7 +87,7 @@ CASES = {
     "npz not a zip": ("head", lambda p: (p.write_bytes(b"\x93NUMPY garbage"), p)[1], HEAD,
                       "is not a readable .npz file"),
     "npz nan": ("head", _npz(lambda r: r["face"].__setitem__((0, 0), np.nan)), HEAD,
-                "input 'face' has NaN or infinite values"),
+                "input 'face' row 0 column 0 is nan, not a finite float32 value"),
     "calib is eval": ("head", None, ["--head-eval", "{eval}", "--head-calib", "{eval}"], "hold the same data"),
     "calib shares rows": ("head", lambda p: write_head_npz(p, {k: v[:10] for k, v in head_rows(40, seed=1).items()}),
                           ["--head-eval", "{eval}", "--head-calib", "{file}"], "10 rows of --head-calib"),

@@ -30,18 +30,22 @@ DEMO = demo_session_path()
 
 
 def _nan_face_model(path: Path) -> Path:
-    """The face encoder's signature, [N,1,64,64] -> [N,7], whose every output is 0/0 = NaN."""
+    """The face encoder's signature, [N,1,64,64] -> probs [N,7] (every one 0/0 = NaN) and embedding [N,128]."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     zeros = numpy_helper.from_array(np.zeros((1, 7), np.float32), "Z")
+    ones = numpy_helper.from_array(np.ones((1, 128), np.float32), "O")
     nodes = [helper.make_node("GlobalAveragePool", ["input_1"], ["pooled"]),
              helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
              helper.make_node("MatMul", ["flat", "Z"], ["zero"]),
-             helper.make_node("Div", ["zero", "zero"], ["probs"])]
+             helper.make_node("Div", ["zero", "zero"], ["probs"]),
+             helper.make_node("MatMul", ["flat", "O"], ["embedding"])]
     graph = helper.make_graph(nodes, "nan_face",
                               [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["N", 1, 64, 64])],
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 7])], initializer=[zeros])
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 7]),
+                               helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 128])],
+                              initializer=[zeros, ones])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
