@@ -106,6 +106,14 @@ class FusionRule(abc.ABC):
         except TypeError as exc:  # an option this rule does not have
             raise ConfigError(f"fusion rule {cls.name!r}: {exc}") from None
 
+    @classmethod
+    def checked_options(cls, options_type: type[Any], options: Mapping[str, Any]) -> Any:
+        """``options_type(**options)``, or a one-line ConfigError naming this rule (an unknown or bad option)."""
+        try:
+            return options_type(**options)
+        except (TypeError, ConfigError) as exc:
+            raise ConfigError(f"fusion rule {cls.name!r}: {exc}") from None
+
     @abc.abstractmethod
     def fuse(self, results: Sequence[ModalityResult], weights: Mapping[str, float]) -> dict[str, float] | None:
         """``{label: p}`` summing to 1, or None when no valid result has a positive weight."""

@@ -153,10 +153,7 @@ class LearnedHead(FusionRule):
     def build(cls, context: FusionContext, **options: Any) -> LearnedHead:
         if context.bundle is None:
             raise ConfigError("fusion rule 'learned' needs the bundle that holds its head")
-        try:
-            checked = LearnedOptions(**options)
-        except (TypeError, ConfigError) as exc:  # an unknown option, or a value out of range
-            raise ConfigError(f"fusion rule {cls.name!r}: {exc}") from None
+        checked = cls.checked_options(LearnedOptions, options)
         return cls(context.bundle, None, context.precision, context.backend_options, checked, context.head)
 
     @property

@@ -78,7 +78,6 @@ from typing import Any
 import numpy as np
 
 from edge_mer.config import require
-from edge_mer.errors import ConfigError
 from edge_mer.fusion.base import FusionContext
 from edge_mer.fusion.rules import CombiningRule
 from edge_mer.results import ModalityResult, Uncertainty
@@ -172,18 +171,14 @@ class MonteCarloRule(CombiningRule):
     def __init__(self, options: MonteCarloOptions | None = None) -> None:
         super().__init__()
         self.options = options if options is not None else MonteCarloOptions()
-        #: Calls of fuse() so far: the next tick's index in its random stream.
+        #: Calls of fuse() so far; during a call, this tick's index in its random stream is ``ticks - 1``.
         self.ticks = 0
-        self._tick = 0
         self._last: Uncertainty | None = None
 
     @classmethod
     def build(cls, context: FusionContext, **options: Any) -> MonteCarloRule:
         """The rule with ``options`` as the fields of :class:`MonteCarloOptions` (``samples=500``...)."""
-        try:
-            return cls(MonteCarloOptions(**options))
-        except (TypeError, ConfigError) as exc:  # an unknown option, or a value out of range
-            raise ConfigError(f"fusion rule {cls.name!r}: {exc}") from None
+        return cls(cls.checked_options(MonteCarloOptions, options))
 
     @property
     def last_uncertainty(self) -> Uncertainty | None:
@@ -193,7 +188,7 @@ class MonteCarloRule(CombiningRule):
     def fuse(self, results: Sequence[ModalityResult], weights: Mapping[str, float]) -> dict[str, float] | None:
         self._last = None  # a tick that fails or fuses nothing reports nothing
         # Every call takes the next index, fused or not, so tick i's draws depend only on (seed, i).
-        self._tick, self.ticks = self.ticks, self.ticks + 1
+        self.ticks += 1
         # The draws go to encoders in name order, so the fusion does not depend on the order of the results.
         fused = super().fuse(sorted(results, key=lambda r: r.encoder), weights)
         if fused is not None and self._last is not None:
@@ -203,6 +198,6 @@ class MonteCarloRule(CombiningRule):
         return fused
 
     def combine(self, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng([self.options.seed, self._tick])
+        rng = np.random.default_rng([self.options.seed, self.ticks - 1])
         fused, self._last = monte_carlo_pool(probs, weights, self.options, rng)
         return fused

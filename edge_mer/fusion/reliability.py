@@ -89,7 +89,6 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from edge_mer.config import require
-from edge_mer.errors import ConfigError
 from edge_mer.fusion.base import FusionContext
 from edge_mer.fusion.rules import WeightedMean, extend_to_labels, label_order
 from edge_mer.results import ModalityResult
@@ -206,10 +205,7 @@ class ReliabilityRule(WeightedMean):
     @classmethod
     def build(cls, context: FusionContext, **options: Any) -> ReliabilityRule:
         """The rule with ``options`` as the fields of :class:`ReliabilityOptions` (``min_confidence=0.2``...)."""
-        try:
-            return cls(ReliabilityOptions(**options))
-        except (TypeError, ConfigError) as exc:  # an unknown option, or a value out of range
-            raise ConfigError(f"fusion rule {cls.name!r}: {exc}") from None
+        return cls(cls.checked_options(ReliabilityOptions, options))
 
     @property
     def last_weights(self) -> dict[str, float]:
